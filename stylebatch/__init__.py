@@ -1,0 +1,1 @@
+"""stylebatch: catalog-scale image restyling on Ray Data."""

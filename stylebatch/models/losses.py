@@ -1,0 +1,49 @@
+"""Feature statistics and the losses shared by AdaIN training, Gatys and evaluation."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-5
+
+
+def mean_std(feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over space, in fp32 (bf16 variance is too coarse), shape N,C,1,1."""
+    f = feat.float().flatten(2)
+    mean = f.mean(-1)
+    std = (f.var(-1, unbiased=False) + EPS).sqrt()
+    return mean[..., None, None], std[..., None, None]
+
+
+def gram(feat: torch.Tensor) -> torch.Tensor:
+    """Gram matrix normalised by the number of positions, fp32, shape N,C,C."""
+    f = feat.float().flatten(2)
+    return f @ f.transpose(1, 2) / f.shape[-1]
+
+
+def content_loss(feats: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], layer: str) -> torch.Tensor:
+    return F.mse_loss(feats[layer].float(), target[layer].float())
+
+
+def mean_std_loss(feats: Mapping[str, torch.Tensor], target_stats: Mapping[str, tuple], layers: Sequence[str]):
+    """Sum over layers of MSE(channel means) + MSE(channel stds) (Huang & Belongie's style loss)."""
+    total = 0.0
+    for layer in layers:
+        m, s = mean_std(feats[layer])
+        tm, ts = target_stats[layer]
+        total = total + F.mse_loss(m, tm.expand_as(m)) + F.mse_loss(s, ts.expand_as(s))
+    return total
+
+
+def gram_loss(feats: Mapping[str, torch.Tensor], target_grams: Mapping[str, torch.Tensor], layers: Sequence[str]):
+    total = 0.0
+    for layer in layers:
+        g = gram(feats[layer])
+        total = total + F.mse_loss(g, target_grams[layer].expand_as(g))
+    return total
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

@@ -1,0 +1,93 @@
+"""Device/precision choice and image <-> tensor conversion shared by the models."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def cpu_supports_bf16() -> bool:
+    # AVX512_BF16 / AMX make bf16 matmuls fast; without them bf16 on CPU is slower than fp32.
+    caps = torch.backends.cpu.get_cpu_capability().lower()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported()) or "amx" in caps
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 is only supported on CUDA; use bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for the convolutions; statistics are computed in fp32 by the callers."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Same-sized HxWx3 uint8 RGB arrays -> NCHW float [0,1]."""
+    arr = np.stack([np.ascontiguousarray(im) for im in images])
+    t = torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def to_images(batch: torch.Tensor) -> list[np.ndarray]:
+    """NCHW float [0,1] -> list of HxWx3 uint8 RGB (rounded, clipped)."""
+    arr = batch.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [np.ascontiguousarray(a) for a in arr]
+
+
+def check_image(img: np.ndarray, what: str = "image") -> None:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        got = f"{type(img).__name__} {getattr(img, 'dtype', '')} {getattr(img, 'shape', '')}"
+        raise ValueError(f"{what} must be an HxWx3 uint8 RGB array, got {got}")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise ValueError(f"{what} is empty: {img.shape}")
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad H and W up to a multiple (the encoder downsamples by 8) so nothing is cropped away.
+    Reflection keeps the border statistics natural; tiny images fall back to replication."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+_RGB_TO_Y = torch.tensor([0.299, 0.587, 0.114])
+
+
+def keep_content_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Luminance-only transfer (Gatys et al., 'Preserving Color in Neural Artistic Style Transfer'):
+    the stylized luminance with the content's chrominance."""
+    w = _RGB_TO_Y.to(stylized.device, stylized.dtype).view(1, 3, 1, 1)
+    y_out = (stylized * w).sum(1, keepdim=True)
+    y_in = (content * w).sum(1, keepdim=True)
+    return (content - y_in + y_out).clamp(0, 1)

@@ -1,0 +1,677 @@
+"""Per-row results, run bookkeeping, metrics and human-readable reports.
+
+Layout under an output root ``<out>`` (local path, file:// or s3://)::
+
+    <out>/_runs/<run_id>/results/part-<uuid>.parquet   per-row results
+    <out>/_runs/<run_id>/metrics.json                   run metrics
+    <out>/_runs/<run_id>/contact_sheet.jpg              sample of outputs
+    <out>/_runs/_index.parquet                          completed-output snapshot
+
+A results part is written only after the outputs it describes, so a part file
+is the commit marker for its rows: an output without an ``ok`` row in some part
+is treated as not done and is redone on the next run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import uuid
+from array import array
+from collections import Counter, defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw, ImageFont
+
+from . import images as _images
+from . import storage as _storage
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ok", "error", "skipped")
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string()),
+        pa.field("uri", pa.string()),
+        pa.field("style", pa.string()),
+        pa.field("quality", pa.string()),
+        pa.field("output_uri", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("input_width", pa.int32()),
+        pa.field("input_height", pa.int32()),
+        pa.field("output_width", pa.int32()),
+        pa.field("output_height", pa.int32()),
+        pa.field("input_bytes", pa.int64()),
+        pa.field("output_bytes", pa.int64()),
+        pa.field("source_fingerprint", pa.string()),
+        pa.field("params_key", pa.string()),
+        pa.field("read_ms", pa.float64()),
+        pa.field("model_ms", pa.float64()),
+        pa.field("write_ms", pa.float64()),
+        pa.field("attempt", pa.int32()),
+        pa.field("run_id", pa.string()),
+        pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+RUNS_DIR = "_runs"
+INDEX_NAME = "_index.parquet"
+_INDEX_META_RUNS = b"stylebatch.runs_included"
+_INDEX_META_VERSION = b"stylebatch.index_version"
+_INDEX_COLUMNS = ("output_uri", "source_fingerprint", "params_key")
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_STRING_FIELDS = {f.name for f in RESULT_SCHEMA if pa.types.is_string(f.type)}
+_MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+
+CONTACT_PAD = 6
+CONTACT_LABEL_H = 18
+CONTACT_BG = (24, 24, 24)
+
+
+# --------------------------------------------------------------------------
+# run ids and paths
+# --------------------------------------------------------------------------
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def make_run_id(now: _dt.datetime | None = None) -> str:
+    """Sortable run id: UTC second + random suffix, e.g. ``20261121T221500Z-3f9a``."""
+    now = (now or _utcnow()).astimezone(_dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def _check_run_id(run_id: str) -> str:
+    # Run ids become path segments; refusing separators and dot-dot keeps a
+    # run from writing outside its own directory.
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id) or ".." in run_id:
+        raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (no path separators)")
+    return run_id
+
+
+def run_dir(out_uri: str, run_id: str) -> str:
+    return _storage.join(out_uri, RUNS_DIR, _check_run_id(run_id))
+
+
+def results_dir(out_uri: str, run_id: str) -> str:
+    return _storage.join(run_dir(out_uri, run_id), "results")
+
+
+def metrics_uri(out_uri: str, run_id: str) -> str:
+    return _storage.join(run_dir(out_uri, run_id), "metrics.json")
+
+
+def index_uri(out_uri: str) -> str:
+    return _storage.join(out_uri, RUNS_DIR, INDEX_NAME)
+
+
+def _local_path(uri: str) -> str | None:
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    if "://" not in uri:
+        return uri
+    return None
+
+
+def _atomic_write(uri: str, data: bytes, content_type: str) -> None:
+    """Write ``data`` so readers never observe a partial object.
+
+    S3 PUTs are atomic already; on local disks write a hidden temp file and
+    rename it (readers skip dot-files, and rename is atomic on POSIX).
+    """
+    local = _local_path(uri)
+    if local is None:
+        _storage.write_bytes(uri, data, content_type=content_type)
+        return
+    directory, name = os.path.split(os.path.abspath(local))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    fs, path = _storage.pyarrow_filesystem(uri)
+    return fs, path.rstrip("/")
+
+
+# --------------------------------------------------------------------------
+# schema coercion
+# --------------------------------------------------------------------------
+
+
+def _to_utc(value: Any, column: str) -> _dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
+        value = value.to_pydatetime()
+    if isinstance(value, np.datetime64):
+        value = value.astype("datetime64[us]").astype(_dt.datetime)
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"column {column!r}: cannot parse timestamp {value!r}") from exc
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _dt.datetime.fromtimestamp(float(value), _dt.timezone.utc)  # epoch seconds
+    if not isinstance(value, _dt.datetime):
+        raise ValueError(f"column {column!r}: expected a timestamp, got {type(value).__name__}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.timezone.utc)  # naive timestamps are taken as UTC
+    return value.astimezone(_dt.timezone.utc)
+
+
+def _column_from_values(name: str, typ: pa.DataType, values: list) -> pa.Array:
+    if pa.types.is_timestamp(typ):
+        values = [_to_utc(v, name) for v in values]
+    elif name in _STRING_FIELDS:
+        # ids often arrive as ints; anything else non-string is a bug upstream
+        values = [str(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v for v in values]
+        values = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+    else:
+        values = [None if isinstance(v, float) and math.isnan(v) and not pa.types.is_floating(typ) else v for v in values]
+    try:
+        return pa.array(values, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"column {name!r}: cannot convert to {typ}: {exc}") from exc
+
+
+def _column_from_arrow(name: str, typ: pa.DataType, col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    if col.type.equals(typ):
+        return col
+    if pa.types.is_timestamp(typ) and pa.types.is_timestamp(col.type):
+        # Naive timestamps are interpreted as UTC; sub-ms precision is dropped.
+        return pc.cast(col, typ, safe=False)
+    try:
+        return pc.cast(col, typ)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _column_from_values(name, typ, col.to_pylist())
+
+
+def coerce_results(rows: Sequence[Mapping[str, Any]] | pa.Table | Any, *, run_id: str | None = None) -> pa.Table:
+    """Return ``rows`` as a table with exactly RESULT_SCHEMA.
+
+    Accepts a list of dicts, a pyarrow Table or a pandas DataFrame. Columns not
+    in the schema are dropped, missing ones become null; ``run_id`` fills empty
+    run ids (and must match present ones), ``finished_at`` defaults to now and
+    ``attempt`` to 1. Raises ValueError for bad statuses or unconvertible values.
+    """
+    if not isinstance(rows, pa.Table) and hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+        rows = pa.Table.from_pandas(rows, preserve_index=False)
+    arrays = []
+    if isinstance(rows, pa.Table):
+        n = rows.num_rows
+        for f in RESULT_SCHEMA:
+            if f.name in rows.column_names:
+                arrays.append(_column_from_arrow(f.name, f.type, rows.column(f.name)))
+            else:
+                arrays.append(pa.nulls(n, f.type))
+    else:
+        rows = list(rows)
+        for i, r in enumerate(rows):
+            if not isinstance(r, Mapping):
+                raise ValueError(f"result row {i} is a {type(r).__name__}, expected a mapping")
+        n = len(rows)
+        for f in RESULT_SCHEMA:
+            arrays.append(_column_from_values(f.name, f.type, [r.get(f.name) for r in rows]))
+    table = pa.Table.from_arrays(arrays, schema=RESULT_SCHEMA)
+
+    status = table.column("status")
+    bad = sorted({s if s is not None else "<null>" for s in status.to_pylist() if s not in STATUSES})
+    if bad:
+        raise ValueError(f"invalid status value(s) {', '.join(map(repr, bad))}; expected one of {', '.join(STATUSES)}")
+    ok_without_output = pc.sum(pc.and_(pc.equal(status, "ok"), pc.is_null(table.column("output_uri")))).as_py()
+    if ok_without_output:
+        raise ValueError(f"{ok_without_output} row(s) with status 'ok' have no output_uri")
+
+    if run_id is not None:
+        _check_run_id(run_id)
+        ids = table.column("run_id")
+        others = {r for r in ids.to_pylist() if r is not None and r != run_id}
+        if others:
+            raise ValueError(f"rows belong to run(s) {sorted(others)}, not to run {run_id!r}")
+        table = table.set_column(table.schema.get_field_index("run_id"), RESULT_SCHEMA.field("run_id"), pc.fill_null(ids, run_id))
+    now = pa.scalar(_utcnow(), type=pa.timestamp("ms", tz="UTC"))
+    table = table.set_column(table.schema.get_field_index("finished_at"), RESULT_SCHEMA.field("finished_at"), pc.fill_null(table.column("finished_at"), now))
+    table = table.set_column(table.schema.get_field_index("attempt"), RESULT_SCHEMA.field("attempt"), pc.fill_null(table.column("attempt"), pa.scalar(1, pa.int32())))
+    return table
+
+
+# --------------------------------------------------------------------------
+# result parts
+# --------------------------------------------------------------------------
+
+
+def write_results_part(out_uri: str, run_id: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> str:
+    """Atomically write one results part for ``run_id``; returns its URI.
+
+    Call it only after the outputs the rows describe are written: the part is
+    the commit marker for those outputs.
+    """
+    table = coerce_results(rows, run_id=run_id)
+    uri = _storage.join(results_dir(out_uri, run_id), f"part-{uuid.uuid4().hex}.parquet")
+    _atomic_write(uri, _parquet_bytes(table), "application/vnd.apache.parquet")
+    return uri
+
+
+def _part_paths(fs: pafs.FileSystem, results_path: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(results_path, allow_not_found=True, recursive=False))
+    return sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File and i.base_name.startswith("part-") and i.base_name.endswith(".parquet")
+    )
+
+
+def _read_paths(fs: pafs.FileSystem, paths: list[str], columns: Sequence[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
+    schema = RESULT_SCHEMA if columns is None else pa.schema([RESULT_SCHEMA.field(c) for c in columns])
+    if not paths:
+        return schema.empty_table()
+    # An explicit schema makes older/narrower parts conform (missing columns
+    # read as null) and lets the reader fetch only the requested columns.
+    dataset = pads.dataset(paths, schema=RESULT_SCHEMA, format="parquet", filesystem=fs)
+    table = dataset.to_table(columns=list(columns) if columns is not None else None, filter=filter)
+    return table.cast(schema)
+
+
+def read_results(out_uri: str, run_id: str, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """All result rows of one run (empty table with the schema if none)."""
+    fs, path = _fs(results_dir(out_uri, run_id))
+    return _read_paths(fs, _part_paths(fs, path), columns)
+
+
+def list_runs(out_uri: str) -> list[str]:
+    """Run ids that have a directory under ``<out>/_runs``, sorted (= chronological for generated ids)."""
+    fs, path = _fs(_storage.join(out_uri, RUNS_DIR))
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+    return sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory and not i.base_name.startswith(("_", ".")) and _RUN_ID_RE.match(i.base_name)
+    )
+
+
+# --------------------------------------------------------------------------
+# completed-output index
+# --------------------------------------------------------------------------
+
+
+def _scan_ok(out_uri: str, runs: Iterable[str]) -> dict[str, tuple[str, str]]:
+    fs, root = _fs(_storage.join(out_uri, RUNS_DIR))
+    paths = [p for r in runs for p in _part_paths(fs, f"{root}/{_check_run_id(r)}/results")]
+    cols = ["output_uri", "source_fingerprint", "params_key", "run_id", "finished_at", "attempt"]
+    table = _read_paths(fs, paths, cols, filter=pc.field("status") == "ok")
+    # Later run, then later finish, then higher attempt wins: dict insertion
+    # in that order keeps the latest.
+    table = table.sort_by([("run_id", "ascending"), ("finished_at", "ascending"), ("attempt", "ascending")])
+    index: dict[str, tuple[str, str]] = {}
+    for o, f, p in zip(
+        table.column("output_uri").to_pylist(),
+        table.column("source_fingerprint").to_pylist(),
+        table.column("params_key").to_pylist(),
+    ):
+        index[o] = (f, p)
+    return index
+
+
+def read_index_snapshot(out_uri: str) -> tuple[dict[str, tuple[str, str]], list[str]] | None:
+    """(index, runs_included) from ``<out>/_runs/_index.parquet``, or None if absent/unreadable."""
+    uri = index_uri(out_uri)
+    fs, path = _fs(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    try:
+        with fs.open_input_file(path) as fh:
+            table = pq.read_table(fh)
+        meta = table.schema.metadata or {}
+        runs = json.loads(meta[_INDEX_META_RUNS].decode())
+    except Exception as exc:  # a damaged snapshot only costs a full scan
+        log.warning("ignoring unreadable index snapshot %s: %s", _storage.redact(uri), exc)
+        return None
+    index = dict(
+        zip(
+            table.column("output_uri").to_pylist(),
+            zip(table.column("source_fingerprint").to_pylist(), table.column("params_key").to_pylist()),
+        )
+    )
+    return index, list(runs)
+
+
+def write_index_snapshot(out_uri: str, index: Mapping[str, tuple[str, str]], runs_included: Iterable[str]) -> str:
+    """Persist ``index`` as covering ``runs_included`` (which must be finished:
+    their later parts would be ignored by :func:`completed_index`)."""
+    runs = sorted({_check_run_id(r) for r in runs_included})
+    keys = list(index)
+    table = pa.table(
+        {
+            "output_uri": pa.array(keys, pa.string()),
+            "source_fingerprint": pa.array([index[k][0] for k in keys], pa.string()),
+            "params_key": pa.array([index[k][1] for k in keys], pa.string()),
+        }
+    ).replace_schema_metadata({_INDEX_META_RUNS: json.dumps(runs).encode(), _INDEX_META_VERSION: b"1"})
+    uri = index_uri(out_uri)
+    _atomic_write(uri, _parquet_bytes(table), "application/vnd.apache.parquet")
+    return uri
+
+
+def completed_index(out_uri: str, *, use_snapshot: bool = True) -> dict[str, tuple[str, str]]:
+    """output_uri -> (source_fingerprint, params_key) of its latest ``ok`` row
+    over all runs. Error/skipped rows never count. With a snapshot, only runs
+    it does not cover are scanned; their rows override the snapshot's."""
+    snapshot = read_index_snapshot(out_uri) if use_snapshot else None
+    index, included = (dict(snapshot[0]), set(snapshot[1])) if snapshot else ({}, set())
+    pending = [r for r in list_runs(out_uri) if r not in included]
+    index.update(_scan_ok(out_uri, pending))
+    return index
+
+
+def refresh_index_snapshot(out_uri: str, *, exclude_runs: Iterable[str] = ()) -> str:
+    """Fold every finished run (all listed runs except ``exclude_runs``, e.g.
+    one still in progress) into the snapshot."""
+    exclude = set(exclude_runs)
+    snapshot = read_index_snapshot(out_uri)
+    index, included = (dict(snapshot[0]), set(snapshot[1])) if snapshot else ({}, set())
+    pending = [r for r in list_runs(out_uri) if r not in included and r not in exclude]
+    index.update(_scan_ok(out_uri, pending))
+    return write_index_snapshot(out_uri, index, included | set(pending))
+
+
+# --------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------
+
+
+def _batch_columns(rows: Any, names: Sequence[str]) -> tuple[int, dict[str, list]]:
+    """Columns ``names`` of a batch given as list of dicts, pyarrow Table,
+    pandas DataFrame or dict of arrays (Ray's numpy batch format)."""
+    if isinstance(rows, pa.Table):
+        return rows.num_rows, {n: rows.column(n).to_pylist() if n in rows.column_names else [None] * rows.num_rows for n in names}
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+        return _batch_columns(pa.Table.from_pandas(rows, preserve_index=False), names)
+    if isinstance(rows, Mapping):
+        n = len(next(iter(rows.values()))) if rows else 0
+        out = {}
+        for name in names:
+            col = rows.get(name)
+            out[name] = [None] * n if col is None else [v.item() if isinstance(v, np.generic) else v for v in list(col)]
+        return n, out
+    rows = list(rows)
+    return len(rows), {n: [r.get(n) for r in rows] for n in names}
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+class RunMetrics:
+    """Streaming accumulator over result rows; memory is O(ok rows) floats."""
+
+    _COLUMNS = ("status", "quality", "style", "read_ms", "model_ms", "write_ms", "input_bytes", "output_bytes", "image_id", "error")
+    MAX_ERRORS = 20
+
+    def __init__(self, run_id: str | None = None, started_at: _dt.datetime | None = None):
+        self.run_id = run_id
+        self.started_at = (started_at or _utcnow()).astimezone(_dt.timezone.utc)
+        self.counts: dict[str, int] = {s: 0 for s in STATUSES}
+        self.per_quality: dict[str, Counter] = defaultdict(Counter)
+        self.per_style: dict[str, Counter] = defaultdict(Counter)
+        self.latencies_ms = array("d")
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.errors: list[dict[str, Any]] = []
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, rows: Any) -> "RunMetrics":
+        n, c = _batch_columns(rows, self._COLUMNS)
+        bad = sorted({str(s) for s in c["status"] if s not in STATUSES})
+        if bad:
+            raise ValueError(f"invalid status value(s) {', '.join(bad)}; expected one of {', '.join(STATUSES)}")
+        for i in range(n):
+            status = c["status"][i]
+            self.counts[status] += 1
+            self.per_quality[str(c["quality"][i])][status] += 1
+            self.per_style[str(c["style"][i])][status] += 1
+            ib = _num(c["input_bytes"][i])
+            if ib is not None:
+                self.bytes_in += int(ib)
+            if status == "ok":
+                ob = _num(c["output_bytes"][i])
+                if ob is not None:
+                    self.bytes_out += int(ob)
+                parts = [_num(c[k][i]) for k in ("read_ms", "model_ms", "write_ms")]
+                if any(p is not None for p in parts):
+                    self.latencies_ms.append(sum(p for p in parts if p is not None))
+            elif status == "error" and len(self.errors) < self.MAX_ERRORS:
+                self.errors.append({"image_id": c["image_id"][i], "error": _storage.redact(str(c["error"][i]))})
+        return self
+
+    def latency_summary(self) -> dict[str, float | None]:
+        if not self.latencies_ms:
+            return {"p50": None, "p95": None, "max": None, "mean": None}
+        lat = np.frombuffer(self.latencies_ms, dtype=np.float64)
+        p50, p95 = np.percentile(lat, [50, 95])
+        return {"p50": float(p50), "p95": float(p95), "max": float(lat.max()), "mean": float(lat.mean())}
+
+    def finish(self, wall_s: float, config: Mapping[str, Any] | None = None, versions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        ok = self.counts["ok"]
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "finished_at": _utcnow().isoformat().replace("+00:00", "Z"),
+            "wall_s": float(wall_s),
+            "total_rows": self.total,
+            "counts": dict(self.counts),
+            "per_quality": {q: {s: int(v.get(s, 0)) for s in STATUSES} for q, v in sorted(self.per_quality.items())},
+            "per_style": {q: {s: int(v.get(s, 0)) for s in STATUSES} for q, v in sorted(self.per_style.items())},
+            "images_per_s": ok / wall_s if wall_s and wall_s > 0 else None,
+            "latency_ms": self.latency_summary(),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "errors_sample": list(self.errors),
+            "config": dict(config or {}),
+            "versions": dict(versions or {}),
+        }
+
+
+def collect_versions() -> dict[str, str]:
+    """Versions of the packages that shape outputs, for metrics.json."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("stylebatch", "torch", "torchvision", "ray", "pyarrow", "numpy", "pillow"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (_dt.datetime, _dt.date)):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def write_metrics(out_uri: str, run_id: str, metrics: Mapping[str, Any]) -> str:
+    uri = metrics_uri(out_uri, run_id)
+    text = json.dumps(metrics, indent=2, default=_json_default, allow_nan=False) + "\n"
+    _atomic_write(uri, text.encode("utf-8"), "application/json")
+    return uri
+
+
+def read_metrics(out_uri: str, run_id: str) -> dict[str, Any]:
+    return json.loads(_storage.read_bytes(metrics_uri(out_uri, run_id)).decode("utf-8"))
+
+
+# --------------------------------------------------------------------------
+# reports
+# --------------------------------------------------------------------------
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f} ms"
+
+
+def summarize(out_uri: str, run_id: str, *, max_errors: int = 5) -> str:
+    """Plain-text summary of one run: counts, per-style table, throughput, latency, first errors."""
+    cols = ["image_id", "style", "quality", "status", "error", "read_ms", "model_ms", "write_ms", "input_bytes", "output_bytes", "finished_at"]
+    table = read_results(out_uri, run_id, columns=cols).sort_by([("finished_at", "ascending")])
+    m = RunMetrics(run_id).add(table)
+    metrics = None
+    if _storage.exists(metrics_uri(out_uri, run_id)):
+        try:
+            metrics = read_metrics(out_uri, run_id)
+        except Exception as exc:
+            log.warning("cannot read metrics for run %s: %s", run_id, exc)
+
+    lines = [f"run {run_id}  ({_storage.redact(out_uri)})"]
+    lines.append(f"rows: {m.total}  " + "  ".join(f"{s}: {m.counts[s]}" for s in STATUSES))
+    if metrics and metrics.get("wall_s"):
+        ips = metrics.get("images_per_s")
+        lines.append(f"wall: {metrics['wall_s']:.1f} s  throughput: " + ("n/a" if ips is None else f"{ips:.2f} images/s"))
+    else:
+        lines.append("wall: n/a  throughput: n/a (no metrics.json)")
+    lat = m.latency_summary()
+    lines.append(f"latency per ok row (read+model+write): p50 {_fmt_ms(lat['p50'])}  p95 {_fmt_ms(lat['p95'])}  max {_fmt_ms(lat['max'])}")
+    lines.append(f"bytes: in {m.bytes_in}  out {m.bytes_out}")
+    lines.append("")
+
+    styles_ = sorted(m.per_style)
+    width = max([len("style")] + [len(s) for s in styles_])
+    header = f"{'style':<{width}}  " + "  ".join(f"{s:>7}" for s in STATUSES) + f"  {'total':>7}"
+    lines += [header, "-" * len(header)]
+    for s in styles_:
+        c = m.per_style[s]
+        lines.append(f"{s:<{width}}  " + "  ".join(f"{c.get(k, 0):>7}" for k in STATUSES) + f"  {sum(c.values()):>7}")
+    if m.counts["error"]:
+        shown = m.errors[:max_errors]
+        lines += ["", f"errors (first {len(shown)} of {m.counts['error']}):"]
+        for e in shown:
+            msg = " ".join(str(e["error"]).split())
+            lines.append(f"  {e['image_id']}: {msg[:200]}")
+    return "\n".join(lines) + "\n"
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"contact sheet images must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"contact sheet images must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def _fit_label(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
+    text = " ".join(str(text).split())
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def contact_sheet(images: Sequence[tuple[str, np.ndarray]], *, thumb: int = 256, columns: int = 4) -> np.ndarray:
+    """Grid of thumbnails (each fitted into ``thumb``x``thumb``, centred) with
+    a label strip under each. Size: ``cols*thumb + (cols+1)*PAD`` wide and
+    ``rows*(thumb+LABEL_H) + (rows+1)*PAD`` high, cols = min(columns, n)."""
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    if thumb < 8 or columns < 1:
+        raise ValueError("thumb must be >= 8 and columns >= 1")
+    n = len(images)
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    w = cols * thumb + (cols + 1) * CONTACT_PAD
+    h = rows * (thumb + CONTACT_LABEL_H) + (rows + 1) * CONTACT_PAD
+    sheet = Image.new("RGB", (w, h), CONTACT_BG)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for i, (label, img) in enumerate(images):
+        arr = _as_rgb(img)
+        r, c = divmod(i, cols)
+        x0 = CONTACT_PAD + c * (thumb + CONTACT_PAD)
+        y0 = CONTACT_PAD + r * (thumb + CONTACT_LABEL_H + CONTACT_PAD)
+        ih, iw = arr.shape[:2]
+        scale = thumb / max(ih, iw)
+        tw, th = max(1, round(iw * scale)), max(1, round(ih * scale))
+        tile = Image.fromarray(arr)
+        if (tw, th) != (iw, ih):
+            tile = tile.resize((tw, th), Image.BICUBIC if scale > 1 else Image.LANCZOS)
+        sheet.paste(tile, (x0 + (thumb - tw) // 2, y0 + (thumb - th) // 2))
+        draw.text((x0 + 2, y0 + thumb + 3), _fit_label(draw, label, font, thumb - 4), fill=(235, 235, 235), font=font)
+    return np.asarray(sheet).copy()
+
+
+def report(out_uri: str, run_id: str, *, sample: int = 12, thumb: int = 256, columns: int = 4) -> tuple[str, str | None]:
+    """Summary text plus ``<run_dir>/contact_sheet.jpg`` built from up to
+    ``sample`` ok outputs (evenly spread over the run, by image id). Returns
+    (summary, contact_sheet_uri); the URI is None when no ok output could be read."""
+    summary = summarize(out_uri, run_id)
+    table = read_results(out_uri, run_id, columns=["image_id", "style", "status", "output_uri", "finished_at"])
+    table = table.filter(pc.equal(table.column("status"), "ok")).sort_by([("image_id", "ascending"), ("finished_at", "ascending")])
+    latest: dict[str, tuple[str, str]] = {}
+    for image_id, style, out in zip(table.column("image_id").to_pylist(), table.column("style").to_pylist(), table.column("output_uri").to_pylist()):
+        latest[out] = (image_id, style)  # retried outputs appear once
+    candidates = list(latest.items())
+    if len(candidates) > sample:
+        picks = np.unique(np.linspace(0, len(candidates) - 1, sample).round().astype(int))
+        candidates = [candidates[i] for i in picks]
+    tiles = []
+    for out, (image_id, style) in candidates:
+        try:
+            tiles.append((f"{image_id} | {style}", _images.decode_image(_storage.read_bytes(out, max_bytes=_MAX_OUTPUT_BYTES))))
+        except Exception as exc:  # one vanished output should not sink the report
+            log.warning("contact sheet: skipping %s: %s", _storage.redact(out), exc)
+    if not tiles:
+        return summary, None
+    sheet = contact_sheet(tiles, thumb=thumb, columns=columns)
+    uri = _storage.join(run_dir(out_uri, run_id), "contact_sheet.jpg")
+    _atomic_write(uri, _images.encode_image(sheet, fmt="jpeg", quality=88), "image/jpeg")
+    return summary, uri
