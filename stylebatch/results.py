@@ -15,11 +15,9 @@ is treated as not done and is redone on the next run.
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import logging
 import math
-import os
 import re
 import secrets
 import uuid
@@ -72,7 +70,6 @@ RUNS_DIR = "_runs"
 INDEX_NAME = "_index.parquet"
 _INDEX_META_RUNS = b"stylebatch.runs_included"
 _INDEX_META_VERSION = b"stylebatch.index_version"
-_INDEX_COLUMNS = ("output_uri", "source_fingerprint", "params_key")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STRING_FIELDS = {f.name for f in RESULT_SCHEMA if pa.types.is_string(f.type)}
 _MAX_OUTPUT_BYTES = 256 * 1024 * 1024
@@ -121,39 +118,10 @@ def index_uri(out_uri: str) -> str:
     return _storage.join(out_uri, RUNS_DIR, INDEX_NAME)
 
 
-def _local_path(uri: str) -> str | None:
-    if uri.startswith("file://"):
-        return uri[len("file://") :]
-    if "://" not in uri:
-        return uri
-    return None
-
-
 def _atomic_write(uri: str, data: bytes, content_type: str) -> None:
-    """Write ``data`` so readers never observe a partial object.
-
-    S3 PUTs are atomic already; on local disks write a hidden temp file and
-    rename it (readers skip dot-files, and rename is atomic on POSIX).
-    """
-    local = _local_path(uri)
-    if local is None:
-        _storage.write_bytes(uri, data, content_type=content_type)
-        return
-    directory, name = os.path.split(os.path.abspath(local))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # storage.write_bytes is atomic (local: hidden temp file + rename, which
+    # dataset readers skip; S3: a single PUT), so readers never see partial parts.
+    _storage.write_bytes(uri, data, content_type=content_type)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -175,7 +143,7 @@ def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
 def _to_utc(value: Any, column: str) -> _dt.datetime | None:
     if value is None:
         return None
-    if isinstance(value, float) and math.isnan(value):
+    if not isinstance(value, (str, bytes)) and value != value:  # NaN, NaT
         return None
     if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
         value = value.to_pydatetime()

@@ -192,7 +192,7 @@ class ObjectInfo:
     (S3: ETag without quotes; local: sha256 hex of the bytes) and ``mtime`` (epoch seconds).
 
     For local files listed by :func:`list_objects` the sha256 is computed on first access of
-    ``fingerprint`` (and cached per process on (path, size, mtime_ns)), so listing a large photo
+    ``fingerprint`` (and cached per process on path, size, mtime, ctime and inode), so listing a large photo
     folder does not read every byte of it.
     """
 
@@ -211,8 +211,7 @@ class ObjectInfo:
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             try:
-                st = os.stat(self._local_path)
-                self._fingerprint = _sha256_file(self._local_path, st.st_size, st.st_mtime_ns)
+                self._fingerprint = _sha256_file(self._local_path, os.stat(self._local_path))
             except OSError as exc:
                 raise _local_error(self.uri, "fingerprint", exc) from None
         return self._fingerprint
@@ -618,9 +617,15 @@ def _atomic_write_local(path: str, data: bytes | memoryview) -> None:
         raise
 
 
+def _sha256_file(path: str, st: os.stat_result) -> str:
+    # mtime alone is too coarse (kernel timestamps tick every few ms); inode + ctime catch an
+    # atomic replace or rewrite within the same tick.
+    return _sha256_cached(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 @functools.lru_cache(maxsize=4096)
-def _sha256_file(path: str, size: int, mtime_ns: int) -> str:
-    # size and mtime_ns are part of the cache key only: a rewritten file gets a fresh hash.
+def _sha256_cached(path: str, size: int, mtime_ns: int, ctime_ns: int, ino: int) -> str:
+    # Everything but path is only a cache key.
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -703,7 +708,7 @@ def stat(uri: str) -> ObjectInfo:
             st = os.stat(path)
             if not os.path.isfile(path):
                 raise StorageError(f"stat {uri}: not a regular file", uri=uri)
-            digest = _sha256_file(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+            digest = _sha256_file(os.path.abspath(path), st)
         except OSError as exc:
             raise _local_error(uri, "stat", exc) from None
         return ObjectInfo(uri, st.st_size, digest, st.st_mtime)

@@ -42,7 +42,7 @@ class StyleError(ValueError):
     """A style name, catalog entry or style image cannot be used."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ResolvedStyle:
     """Everything a model needs to apply one style.
 
@@ -67,6 +67,19 @@ class ResolvedStyle:
             raise StyleError(f"style {self.name!r}: unknown quality {self.quality!r} (expected one of {', '.join(QUALITIES)})")
         if not 0.0 <= self.alpha <= 1.0:
             raise StyleError(f"style {self.name!r}: alpha must be within [0, 1], got {self.alpha!r}")
+
+    # Arrays make generated __eq__/__hash__ unusable; ``key`` already stands
+    # for the pixels and weights.
+    def _identity(self) -> tuple:
+        return (self.name, self.key, self.weights, self.alpha, self.preserve_color, self.quality)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResolvedStyle):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
 
 # --------------------------------------------------------------------------

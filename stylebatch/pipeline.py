@@ -1,0 +1,509 @@
+"""The Ray Data plan: manifest rows -> fetch+decode tasks -> model actor pools -> write tasks -> results.
+
+Reading order for a newcomer: ``restyle`` (driver), then the three stages it chains:
+``fetch_batch`` (tasks), ``StylizeActor`` (actor pools, one per quality) and ``write_batch`` (tasks).
+Rows never fail a block: each stage catches per row and records ``status="error"``.
+The pipeline knows rows and URIs; models know pixels (see ``stylebatch.models``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import images, manifest, results, storage, styles
+from .faults import CrashJournal, maybe_inject_fault
+
+log = logging.getLogger(__name__)
+
+QUALITIES = ("fast", "premium")
+_PLAN_BLOCK_ROWS = 16  # rows per Ray Data block: small blocks keep images flowing and memory flat
+_MAX_SOURCE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class JobConfig:
+    """Everything a run needs; the CLI and ``jobs.restyle`` build one of these."""
+
+    manifest: str
+    output: str = "stylebatch-output"
+    style: str = "cyberpunk"
+    style_image: Optional[str] = None
+    style_catalog: Optional[str] = None
+    alpha: float = 1.0
+    preserve_color: bool = False
+    quality: str = "fast"
+    output_format: str = "jpeg"
+    output_quality: int = 90
+    max_size: Optional[int] = 1024
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+    batch_size: int = 8
+    premium_iterations: int = 100
+    device: str = "auto"
+    precision: str = "auto"
+    encoder_weights: Optional[str] = None
+    decoder_weights: Optional[str] = None
+    run_id: Optional[str] = None
+    ray_address: Optional[str] = None
+    max_actors: Optional[int] = None
+
+    def validate(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be within [0, 1], got {self.alpha}")
+        if self.quality not in QUALITIES:
+            raise ValueError(f"--quality must be one of {QUALITIES}, got {self.quality!r}")
+        if self.output_format not in images.FORMAT_EXTENSIONS:
+            raise ValueError(f"--format must be one of {sorted(images.FORMAT_EXTENSIONS)}, got {self.output_format!r}")
+        if not 1 <= self.output_quality <= 100:
+            raise ValueError(f"--jpeg-quality must be within 1..100, got {self.output_quality}")
+        if self.max_size is not None and self.max_size < 8:
+            raise ValueError(f"--max-size must be at least 8 pixels, got {self.max_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        storage.parse_uri(self.output)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    output: str
+    metrics: dict
+    results_uri: str
+    metrics_uri: str
+
+    @property
+    def failed(self) -> int:
+        return int(self.metrics["counts"].get("error", 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Planning (driver): validate the manifest, resolve styles, decide each row's output and params.
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    table: pa.Table                     # one row per manifest row, plus output_uri/params_key/done_fingerprint
+    styles: dict                        # style name -> ResolvedStyle
+    counts: dict = field(default_factory=dict)
+
+
+def _params_key(style: styles.ResolvedStyle, alpha: float, preserve: bool, quality: str, cfg: JobConfig) -> str:
+    """Everything that changes the output pixels; a change means the row is redone."""
+    parts = [style.key, f"{alpha:.4f}", str(bool(preserve)), quality, cfg.output_format, str(cfg.output_quality),
+             str(cfg.max_size), _model_id(cfg, quality)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _model_id(cfg: JobConfig, quality: str) -> str:
+    from .models.adain import default_decoder_path
+
+    decoder = cfg.decoder_weights or default_decoder_path()
+    try:
+        ident = storage.stat(decoder).fingerprint[:12]
+    except storage.StorageError:
+        ident = os.path.basename(decoder)
+    return f"{ident}" + (f"-gatys{cfg.premium_iterations}" if quality == "premium" else "")
+
+
+def _resolve_styles(cfg: JobConfig, names: set[str]) -> dict:
+    catalog = styles.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None
+    out = {}
+    for name in sorted(names):
+        if name == cfg.style and cfg.style_image:
+            out[name] = styles.resolve_style(cfg.style_image, catalog=catalog)
+        else:
+            out[name] = styles.resolve_style(name, catalog=catalog)
+    return out
+
+
+def custom_style_name(style_image: str) -> str:
+    """A stable folder name for --style-image outputs: file stem + hash of the URI (no secrets)."""
+    stem = os.path.splitext(os.path.basename(storage.parse_uri(style_image).key_or_path.rstrip("/")))[0]
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem)[:40] or "custom"
+    return f"{stem}-{hashlib.sha256(style_image.encode()).hexdigest()[:8]}"
+
+
+def build_plan(cfg: JobConfig) -> Plan:
+    """Validate everything before any work; raise ManifestError/StyleError with every problem named."""
+    cfg.validate()
+    if cfg.style_image:
+        cfg.style = custom_style_name(cfg.style_image)
+    table = manifest.read_manifest(cfg.manifest)
+    row_styles = table.column("style").to_pylist() if "style" in table.column_names else [None] * table.num_rows
+    wanted = {s for s in row_styles if s} | {cfg.style}
+    catalog_names = set(styles.available_styles(styles.StyleCatalog.load(cfg.style_catalog))) if cfg.style_catalog \
+        else set(styles.available_styles())
+    manifest.validate_manifest(table, known_styles=catalog_names | {cfg.style})
+    resolved = _resolve_styles(cfg, wanted)
+
+    ids = table.column("image_id").to_pylist()
+    uris = table.column("uri").to_pylist()
+    alphas = table.column("alpha").to_pylist() if "alpha" in table.column_names else [None] * len(ids)
+    quals = table.column("quality").to_pylist() if "quality" in table.column_names else [None] * len(ids)
+    done = {} if cfg.overwrite else results.completed_index(cfg.output)
+    ext = images.FORMAT_EXTENSIONS[cfg.output_format]
+    cols: dict[str, list] = {k: [] for k in ("image_id", "uri", "style", "alpha", "preserve_color", "quality",
+                                             "output_uri", "params_key", "done_fingerprint")}
+    for image_id, uri, style_name, alpha, quality in zip(ids, uris, row_styles, alphas, quals):
+        style_name = style_name or cfg.style
+        style = resolved[style_name]
+        # Precedence: manifest row > command line > style catalog default.
+        alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha != 1.0 else style.alpha)
+        quality = quality or (cfg.quality if cfg.quality != "fast" else style.quality)
+        preserve = cfg.preserve_color or style.preserve_color
+        out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
+        pkey = _params_key(style, alpha, preserve, quality, cfg)
+        prev = done.get(out_uri)
+        cols["image_id"].append(image_id)
+        cols["uri"].append(uri)
+        cols["style"].append(style_name)
+        cols["alpha"].append(alpha)
+        cols["preserve_color"].append(preserve)
+        cols["quality"].append(quality)
+        cols["output_uri"].append(out_uri)
+        cols["params_key"].append(pkey)
+        cols["done_fingerprint"].append(prev[0] if prev and prev[1] == pkey else "")
+    plan_table = pa.table(cols)
+    counts = {
+        "rows": plan_table.num_rows,
+        "fast": cols["quality"].count("fast"),
+        "premium": cols["quality"].count("premium"),
+        "previously_done": sum(1 for f in cols["done_fingerprint"] if f),
+        "styles": sorted(resolved),
+    }
+    return Plan(plan_table, resolved, counts)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1 (Ray tasks): stat, skip what is done, fetch and decode.
+# --------------------------------------------------------------------------------------------
+
+_EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return storage.redact(text if isinstance(exc, (storage.StorageError, images.ImageDecodeError, ValueError))
+                          else f"{type(exc).__name__}: {text}")
+
+
+def fetch_batch(batch: dict, *, max_size: Optional[int], max_pixels: int, run_id: str) -> dict:
+    n = len(batch["image_id"])
+    status = np.full(n, "pending", dtype=object)
+    error = np.full(n, "", dtype=object)
+    fingerprint = np.full(n, "", dtype=object)
+    in_w, in_h, in_bytes = np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int64)
+    read_ms = np.zeros(n, np.float64)
+    pixels = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        uri, img = batch["uri"][i], _EMPTY_IMAGE
+        try:
+            info = storage.stat(uri)
+            fingerprint[i] = info.fingerprint
+            if batch["done_fingerprint"][i] and batch["done_fingerprint"][i] == info.fingerprint \
+                    and storage.exists(batch["output_uri"][i]):
+                status[i] = "skipped"
+            else:
+                data = storage.read_bytes(uri, max_bytes=_MAX_SOURCE_BYTES)
+                in_bytes[i] = len(data)
+                decoded = images.decode_image(data, max_pixels=max_pixels)
+                in_h[i], in_w[i] = decoded.shape[:2]
+                img = images.resize_to_max(decoded, max_size)
+        except Exception as exc:  # one bad row never fails the block
+            status[i], error[i] = "error", _error_text(exc)
+        read_ms[i] = (time.perf_counter() - t0) * 1000
+        pixels.append(img)
+    out = dict(batch)
+    out.update(status=status, error=error, source_fingerprint=fingerprint, input_width=in_w, input_height=in_h,
+               input_bytes=in_bytes, read_ms=read_ms, image=_ragged(pixels))
+    return out
+
+
+def _ragged(arrays: list) -> np.ndarray:
+    """An object array of variable-shaped images (Ray stores it as a variable-shaped tensor column)."""
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2 (actor pools): the model, loaded once per actor.
+# --------------------------------------------------------------------------------------------
+
+class StylizeActor:
+    """Callable class for ``map_batches``: holds one model (AdaIN for fast, Gatys for premium) and
+    the resolved styles. A failure inside a batch is retried image by image so one poisoned image
+    only fails its own row; a crash of the whole process is handled with the run's CrashJournal."""
+
+    def __init__(self, *, quality: str, styles_by_name: dict, device: str, precision: str, threads: int,
+                 encoder_weights: Optional[str], decoder_weights: Optional[str], premium_iterations: int,
+                 run_id: str, max_batch: int):
+        import torch
+
+        from .models import AdaINStylizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.quality = quality
+        self.styles = styles_by_name
+        self.run_id = run_id
+        self.max_batch = max_batch
+        self.premium_iterations = premium_iterations
+        adain = AdaINStylizer(encoder_weights=encoder_weights, decoder_weights=decoder_weights,
+                              device=device, precision=precision)
+        if quality == "premium":
+            from .models import GatysStylizer
+
+            self.model = GatysStylizer(device=device, precision=precision, adain=adain)
+        else:
+            self.model = adain
+        self.journal = CrashJournal.for_run(run_id)
+        self.node = socket.gethostname() + ":" + str(os.getpid())
+
+    def _run_model(self, imgs: list, style, alpha: float, preserve: bool) -> list:
+        if self.quality == "premium":
+            return self.model.stylize(imgs, style, iterations=self.premium_iterations, preserve_color=preserve,
+                                      alpha=alpha)
+        return self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve, max_batch=self.max_batch)
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["image_id"])
+        status, error = batch["status"].copy(), batch["error"].copy()
+        model_ms = np.zeros(n, np.float64)
+        stylized = [_EMPTY_IMAGE] * n
+        pending = [i for i in range(n) if status[i] == "pending"]
+        # Rows this run already saw crash a model process are failed, not retried forever.
+        suspects = self.journal.crashed_rows([batch["output_uri"][i] for i in pending])
+        groups: dict[tuple, list[int]] = {}
+        for i in pending:
+            if batch["output_uri"][i] in suspects:
+                status[i], error[i] = "error", "the model process crashed on this image (it was isolated and skipped)"
+                continue
+            key = (batch["style"][i], float(batch["alpha"][i]), bool(batch["preserve_color"][i]))
+            groups.setdefault(key, []).append(i)
+        for (style_name, alpha, preserve), idxs in groups.items():
+            style = self.styles[style_name]
+            # Alone after a crash elsewhere in the batch: journal each row separately so the
+            # next attempt can tell exactly which image brought the process down.
+            one_by_one = self.journal.batch_crashed_before([batch["output_uri"][i] for i in idxs])
+            chunks = [[i] for i in idxs] if one_by_one else [idxs]
+            for chunk in chunks:
+                uris = [batch["output_uri"][i] for i in chunk]
+                self.journal.begin(uris)
+                t0 = time.perf_counter()
+                try:
+                    for i in chunk:
+                        maybe_inject_fault(batch["uri"][i])
+                    outs = self._run_model([batch["image"][i] for i in chunk], style, alpha, preserve)
+                    per = (time.perf_counter() - t0) * 1000 / len(chunk)
+                    for i, o in zip(chunk, outs):
+                        stylized[i], model_ms[i] = o, per
+                except Exception:
+                    # Isolate the culprit: rerun one image at a time.
+                    for i in chunk:
+                        t1 = time.perf_counter()
+                        try:
+                            maybe_inject_fault(batch["uri"][i])
+                            stylized[i] = self._run_model([batch["image"][i]], style, alpha, preserve)[0]
+                        except Exception as exc:
+                            status[i], error[i] = "error", "model failed: " + _error_text(exc)
+                        model_ms[i] = (time.perf_counter() - t1) * 1000
+                finally:
+                    self.journal.end(uris)
+        out = {k: v for k, v in batch.items() if k != "image"}
+        out.update(status=status, error=error, model_ms=model_ms, stylized=_ragged(stylized),
+                   worker=np.full(n, self.node, dtype=object))
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 3 (Ray tasks): encode, write outputs, then commit the batch's result rows.
+# --------------------------------------------------------------------------------------------
+
+def write_batch(batch: dict, *, out_uri: str, run_id: str, fmt: str, quality: int) -> dict:
+    n = len(batch["image_id"])
+    status, error = batch["status"].copy(), batch["error"].copy()
+    out_w, out_h, out_bytes = np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int64)
+    write_ms = np.zeros(n, np.float64)
+    content_type = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[fmt]
+    for i in range(n):
+        if status[i] != "pending":
+            continue
+        t0 = time.perf_counter()
+        try:
+            img = batch["stylized"][i]
+            data = images.encode_image(img, fmt=fmt, quality=quality)
+            storage.write_bytes(batch["output_uri"][i], data, content_type=content_type)
+            out_h[i], out_w[i] = img.shape[:2]
+            out_bytes[i] = len(data)
+            status[i] = "ok"
+        except Exception as exc:
+            status[i], error[i] = "error", "could not write output: " + _error_text(exc)
+        write_ms[i] = (time.perf_counter() - t0) * 1000
+    rows = {
+        "image_id": batch["image_id"], "uri": batch["uri"], "style": batch["style"], "quality": batch["quality"],
+        "output_uri": batch["output_uri"], "status": status, "error": error,
+        "input_width": batch["input_width"], "input_height": batch["input_height"],
+        "output_width": out_w, "output_height": out_h, "input_bytes": batch["input_bytes"], "output_bytes": out_bytes,
+        "source_fingerprint": batch["source_fingerprint"], "params_key": batch["params_key"],
+        "read_ms": batch["read_ms"], "model_ms": batch["model_ms"], "write_ms": write_ms,
+        "attempt": np.ones(n, np.int32), "worker": batch["worker"],
+    }
+    table_rows = [{k: (rows[k][i] if k != "error" or rows[k][i] else None) for k in rows} for i in range(n)]
+    # The part file is the commit marker: written only after every output above it.
+    results.write_results_part(out_uri, run_id, table_rows)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Resources: size the pools from what Ray reports so read/write tasks always have CPU left.
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PoolSizing:
+    actors: int
+    num_cpus: float
+    num_gpus: float
+    threads: int
+    task_cpus: float
+
+
+def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None) -> PoolSizing:
+    """On a 2-core machine an actor pool that reserves every CPU starves the fetch tasks and the
+    job hangs (seen with Ray 2.60): always leave at least one CPU to the tasks."""
+    cpus = float(resources.get("CPU", 1))
+    gpus = float(resources.get("GPU", 0))
+    if gpus >= 1:
+        per_pool = max(1, int(gpus // pools))
+        actors = min(per_pool, max_actors or per_pool)
+        return PoolSizing(actors, 1.0, 1.0, max(1, int(cpus // max(1, gpus))), 1.0)
+    budget = cpus - 1.0
+    if budget < pools:  # tiny machine: fractional reservations, the OS shares the cores
+        return PoolSizing(1, max(0.25, min(1.0, budget / pools) if budget > 0 else 0.25), 0.0,
+                          max(1, int(cpus)), 0.5)
+    threads = 4 if budget >= 4 * pools else max(1, int(budget // pools))
+    actors = max(1, int(budget // pools // threads))
+    if max_actors:
+        actors = min(actors, max_actors)
+    return PoolSizing(actors, float(threads), 0.0, threads, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The driver.
+# --------------------------------------------------------------------------------------------
+
+def _init_ray(address: Optional[str]):
+    import ray
+
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["include_dashboard"] = False
+        # Ray Data ships this package to workers via the driver's sys.path on a local cluster; on a
+        # remote cluster the job's working_dir (ray job submit) provides it.
+        ray.init(**kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+    return ray
+
+
+def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, quality: str, styles_by_name: dict,
+                 sizing: PoolSizing):
+    blocks = [table.slice(i, _PLAN_BLOCK_ROWS) for i in range(0, table.num_rows, _PLAN_BLOCK_ROWS)]
+    ds = ray.data.from_arrow(blocks)
+    ds = ds.map_batches(fetch_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
+                        fn_kwargs={"max_size": cfg.max_size, "max_pixels": cfg.max_pixels, "run_id": run_id})
+    ds = ds.map_batches(
+        StylizeActor,
+        batch_format="numpy",
+        batch_size=cfg.batch_size if quality == "fast" else 1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizing.actors),
+        num_cpus=sizing.num_cpus,
+        num_gpus=sizing.num_gpus,
+        max_restarts=-1,
+        max_task_retries=3,
+        fn_constructor_kwargs={
+            "quality": quality, "styles_by_name": styles_by_name, "device": cfg.device, "precision": cfg.precision,
+            "threads": sizing.threads, "encoder_weights": cfg.encoder_weights, "decoder_weights": cfg.decoder_weights,
+            "premium_iterations": cfg.premium_iterations, "run_id": run_id, "max_batch": cfg.batch_size,
+        },
+    )
+    return ds.map_batches(write_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
+                          fn_kwargs={"out_uri": cfg.output, "run_id": run_id, "fmt": cfg.output_format,
+                                     "quality": cfg.output_quality})
+
+
+ProgressFn = Callable[[dict], None]
+
+
+def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Optional[Plan] = None) -> RunSummary:
+    """Run the whole job: validate and plan, stream every row through the actor pools, write outputs,
+    per-row results and run metrics. Returns the summary; ``summary.failed`` rows had status=error."""
+    started = time.time()
+    plan = plan or build_plan(cfg)
+    run_id = cfg.run_id or results.make_run_id()
+    ray = _init_ray(cfg.ray_address)
+    CrashJournal.create(run_id)
+    table = plan.table
+    qualities = [q for q in QUALITIES if q in set(table.column("quality").to_pylist())]
+    sizing = size_pools(ray.cluster_resources(), max(1, len(qualities)), cfg.max_actors)
+    datasets = []
+    for q in qualities:
+        mask = pc.equal(table.column("quality"), q)
+        sub = table.filter(mask)
+        names = set(sub.column("style").to_pylist())
+        datasets.append(_dataset_for(ray, sub, cfg, run_id, q, {n: plan.styles[n] for n in names}, sizing))
+    metrics = results.RunMetrics()
+    if datasets:
+        ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+        last = 0.0
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+            batch = {k: v for k, v in batch.items() if k != "worker"}
+            metrics.add(batch)
+            if progress and (time.time() - last > 2 or metrics.total >= table.num_rows):
+                last = time.time()
+                progress({"done": metrics.total, "rows": table.num_rows, "counts": dict(metrics.counts),
+                          "elapsed_s": time.time() - started})
+    wall = time.time() - started
+    config = {k: v for k, v in dataclasses.asdict(cfg).items()}
+    config["output"] = storage.redact(str(config["output"]))
+    config["manifest"] = storage.redact(str(config["manifest"]))
+    config["pool"] = dataclasses.asdict(sizing)
+    config["plan"] = plan.counts
+    out_metrics = metrics.finish(wall, config=config, versions=results.collect_versions())
+    out_metrics["run_id"] = run_id
+    metrics_uri = results.write_metrics(cfg.output, run_id, out_metrics)
+    try:
+        results.refresh_index_snapshot(cfg.output)
+    except storage.StorageError as exc:  # the snapshot is an optimisation; results parts stay the truth
+        log.warning("could not refresh the completed-index snapshot: %s", exc)
+    CrashJournal.drop(run_id)
+    return RunSummary(run_id, cfg.output, out_metrics, results.results_dir(cfg.output, run_id), metrics_uri)
+
+
+def plan_summary(plan: Plan, cfg: JobConfig) -> str:
+    c = plan.counts
+    return json.dumps({
+        "manifest": storage.redact(cfg.manifest), "output": storage.redact(cfg.output), "rows": c["rows"],
+        "fast": c["fast"], "premium": c["premium"], "already_done_candidates": c["previously_done"],
+        "styles": c["styles"], "format": cfg.output_format, "max_size": cfg.max_size,
+        "example_output": plan.table.column("output_uri")[0].as_py() if plan.table.num_rows else None,
+    }, indent=2)

