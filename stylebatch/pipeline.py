@@ -366,7 +366,8 @@ def write_batch(batch: dict, *, out_uri: str, run_id: str, fmt: str, quality: in
     }
     table_rows = [{k: (rows[k][i] if k != "error" or rows[k][i] else None) for k in rows} for i in range(n)]
     # The part file is the commit marker: written only after every output above it.
-    results.write_results_part(out_uri, run_id, table_rows)
+    part_id = hashlib.sha256("\n".join(batch["output_uri"]).encode()).hexdigest()[:32]
+    results.write_results_part(out_uri, run_id, table_rows, part_id=part_id)
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
@@ -385,22 +386,27 @@ class PoolSizing:
 
 def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None) -> PoolSizing:
     """On a 2-core machine an actor pool that reserves every CPU starves the fetch tasks and the
-    job hangs (seen with Ray 2.60): always leave at least one CPU to the tasks."""
+    job hangs (seen with Ray 2.60): always leave at least one CPU to the tasks. Task and actor CPU
+    requests also differ on purpose: Ray Data would otherwise fuse the fetch stage into the actors,
+    and decoding would stop overlapping with the model."""
     cpus = float(resources.get("CPU", 1))
     gpus = float(resources.get("GPU", 0))
     if gpus >= 1:
         per_pool = max(1, int(gpus // pools))
         actors = min(per_pool, max_actors or per_pool)
-        return PoolSizing(actors, 1.0, 1.0, max(1, int(cpus // max(1, gpus))), 1.0)
-    budget = cpus - 1.0
+        return PoolSizing(actors, 1.0, 1.0, max(1, int(cpus // max(1, gpus))), 0.5)
+    task_reserve = max(1.0, cpus * 0.25)
+    budget = cpus - task_reserve
     if budget < pools:  # tiny machine: fractional reservations, the OS shares the cores
-        return PoolSizing(1, max(0.25, min(1.0, budget / pools) if budget > 0 else 0.25), 0.0,
-                          max(1, int(cpus)), 0.5)
-    threads = 4 if budget >= 4 * pools else max(1, int(budget // pools))
+        share = max(0.25, budget / pools) if budget > 0 else 0.25
+        return PoolSizing(1, round(min(share, 0.75), 2), 0.0, max(1, int(cpus)), 0.2)
+    threads = max(1, min(4, int(budget // pools)))
     actors = max(1, int(budget // pools // threads))
     if max_actors:
         actors = min(actors, max_actors)
-    return PoolSizing(actors, float(threads), 0.0, threads, 1.0)
+    # A lone actor on a small machine may use every core for its math while reserving fewer.
+    math_threads = int(cpus) if cpus <= 4 and actors == 1 and pools == 1 else threads
+    return PoolSizing(actors, float(threads), 0.0, math_threads, 0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,8 +444,8 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, quality: str
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizing.actors),
         num_cpus=sizing.num_cpus,
         num_gpus=sizing.num_gpus,
-        max_restarts=-1,
-        max_task_retries=3,
+        # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
+        # the CrashJournal makes sure a poisoned image cannot make that loop forever.
         fn_constructor_kwargs={
             "quality": quality, "styles_by_name": styles_by_name, "device": cfg.device, "precision": cfg.precision,
             "threads": sizing.threads, "encoder_weights": cfg.encoder_weights, "decoder_weights": cfg.decoder_weights,

@@ -61,6 +61,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("model_ms", pa.float64()),
         pa.field("write_ms", pa.float64()),
         pa.field("attempt", pa.int32()),
+        pa.field("worker", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
     ]
@@ -244,14 +245,18 @@ def coerce_results(rows: Sequence[Mapping[str, Any]] | pa.Table | Any, *, run_id
 # --------------------------------------------------------------------------
 
 
-def write_results_part(out_uri: str, run_id: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> str:
+def write_results_part(out_uri: str, run_id: str, rows: Sequence[Mapping[str, Any]] | pa.Table,
+                       *, part_id: str | None = None) -> str:
     """Atomically write one results part for ``run_id``; returns its URI.
 
     Call it only after the outputs the rows describe are written: the part is
-    the commit marker for those outputs.
+    the commit marker for those outputs. A deterministic ``part_id`` (e.g. a hash
+    of the rows' output URIs) makes a retried task overwrite its own part instead
+    of adding duplicate rows.
     """
     table = coerce_results(rows, run_id=run_id)
-    uri = _storage.join(results_dir(out_uri, run_id), f"part-{uuid.uuid4().hex}.parquet")
+    name = part_id if part_id and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", part_id) else uuid.uuid4().hex
+    uri = _storage.join(results_dir(out_uri, run_id), f"part-{name}.parquet")
     _atomic_write(uri, _parquet_bytes(table), "application/vnd.apache.parquet")
     return uri
 

@@ -144,22 +144,19 @@ _SECRET_PARAM_NAMES = (
 _SECRET_PARAM_RE = re.compile(
     r"(?i)((?:^|[?&;,\s])(?:" + "|".join(re.escape(n) for n in _SECRET_PARAM_NAMES) + r")=)[^&;,\s#'\"<>]+"
 )
-_SECRET_ENV_VARS = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-)
-# Shorter "secrets" would turn redaction into mangling of ordinary words.
-_MIN_ENV_SECRET_LEN = 4
+_SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+# Real secrets are 40+ characters; dummy ones like "test" (common in local S3 setups) would
+# otherwise turn every "test" in a path into "***".
+_MIN_ENV_SECRET_LEN = 8
 
 
 def redact(text: str) -> str:
     """Return ``text`` with credentials replaced by ``***``.
 
-    Removes AWS access key ids, the values of AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN /
-    AWS_ACCESS_KEY_ID if set, ``user:password@`` in URIs and credential-bearing query
-    parameters (X-Amz-Signature, X-Amz-Credential, X-Amz-Security-Token, token=, sig=, ...).
+    Removes AWS access key ids (AKIA.../ASIA...), the values of AWS_SECRET_ACCESS_KEY /
+    AWS_SESSION_TOKEN when set (8+ characters), ``user:password@`` in URIs and
+    credential-bearing parameters (X-Amz-Signature, X-Amz-Credential, X-Amz-Security-Token,
+    token=, sig=, Signature=, password=, ...).
     """
     if not isinstance(text, str):
         text = str(text)
@@ -198,7 +195,9 @@ class ObjectInfo:
 
     __slots__ = ("uri", "size", "mtime", "_fingerprint", "_local_path")
 
-    def __init__(self, uri: str, size: int, fingerprint: str | None, mtime: float, *, local_path: str | None = None):
+    def __init__(
+        self, uri: str, size: int, fingerprint: str | None, mtime: float, *, local_path: str | None = None
+    ):
         if fingerprint is None and local_path is None:
             raise ValueError("ObjectInfo needs a fingerprint or a local_path to compute it from")
         self.uri = uri
@@ -251,7 +250,7 @@ def parse_uri(uri: str | os.PathLike) -> ParsedURI:
     raises UnsupportedSchemeError; a local file whose name contains a colon must be written
     as ``./name:with:colon``.
     """
-    if isinstance(uri, os.PathLike):
+    if type(uri) is not str and isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
     if not isinstance(uri, str):
         raise StorageError(f"URI must be a string, got {type(uri).__name__}")
@@ -349,10 +348,10 @@ def _check_output_part(part: Any) -> str | None:
             return "contains a URL-encoded path separator (%2f or %5c)"
         if any(ord(c) < 32 or ord(c) == 127 for c in decoded):
             return "contains a URL-encoded control character"
-    for text in (part, decoded):
+    for text, note in ((part, ""), (decoded, " (URL-encoded)")):
         for seg in text.split("/"):
             if seg == "..":
-                return "contains a '..' segment" + (" (URL-encoded)" if text is decoded and text != part else "")
+                return "contains a '..' segment" + note
             if seg == ".":
                 return "contains a '.' segment"
             if seg == "":
@@ -564,7 +563,8 @@ def _s3_call(uri: str, action: str, fn: Callable[[Any], T]) -> T:
             delay = random.uniform(delay / 2, delay)
             log.warning(
                 "%s",
-                redact(f"{action} {uri}: transient failure (attempt {attempt}), retrying in {delay:.2f}s: {what}"),
+                redact(f"{action} {uri}: transient failure (attempt {attempt}), "
+                       f"retrying in {delay:.2f}s: {what}"),
             )
             time.sleep(min(delay, remaining))
 
@@ -800,7 +800,9 @@ def list_objects(prefix_uri: str, *, suffixes: Iterable[str] | None = None) -> I
                 continue  # deleted while listing
             except OSError as exc:
                 raise _local_error(join(prefix_uri, rel), "list", exc) from None
-            yield ObjectInfo(join(prefix_uri, rel), st.st_size, None, st.st_mtime, local_path=os.path.abspath(full))
+            yield ObjectInfo(
+                join(prefix_uri, rel), st.st_size, None, st.st_mtime, local_path=os.path.abspath(full)
+            )
         return
 
     bucket = p.bucket

@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +59,16 @@ def _pick_ports(n: int) -> list[int]:
             if len(chosen) == n:
                 return chosen
     raise RuntimeError("could not find free ports for SeaweedFS")
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort, Linux only
+        pass
 
 
 class SeaweedS3:
@@ -137,11 +148,15 @@ class SeaweedS3:
     def start(self, timeout: float = 60.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
+        # If pytest itself is killed, take weed down with it. PDEATHSIG fires when the *thread*
+        # that forked exits, so it is only safe from the main thread (restarts from a helper
+        # thread rely on the fixture teardown instead).
+        preexec = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
                 self._cmd(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.workdir, start_new_session=True,
+                cwd=self.workdir, preexec_fn=preexec,
             )
         finally:
             log.close()

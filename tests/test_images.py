@@ -149,7 +149,8 @@ def test_decompression_bomb_is_refused_from_the_header(corpus):
     assert len(data) < 1_000_000  # tiny file ...
     assert image_size_from_header(data) == (30000, 30000)  # ... claiming 900 MP
     t0 = time.monotonic()
-    with pytest.raises(ImageDecodeError, match=r"30000x30000 = 900\.0 megapixels, over the 64 megapixel limit"):
+    with pytest.raises(ImageDecodeError,
+                       match=r"30000x30000 = 900\.0 megapixels, over the 64 megapixel limit"):
         decode_image(data)
     assert time.monotonic() - t0 < 0.5  # no pixels were decoded
     # Pillow's own hard limit is also turned into ImageDecodeError when the limit is lifted.
@@ -202,7 +203,8 @@ def test_truncated_images_stay_errors_even_if_global_flag_flipped(corpus, monkey
         (b"\xef\xbb\xbfplain text with a BOM\n", "not an image: looks like text"),
         (b'{"error": "AccessDenied", "message": "token expired"}', "looks like text (JSON"),
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
-        (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code></Error>', "XML error response"),
+        (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code></Error>',
+         "XML error response"),
         (b"  \n<html><body>Service Unavailable</body></html>", "looks like HTML"),
         ("Ünïcödé caption text, ça va?\n".encode(), "looks like text"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated or corrupt JPEG"),
@@ -263,8 +265,9 @@ def test_resize_is_high_quality():
 
 @pytest.mark.parametrize("fmt", ["jpeg", "jpg", "png", "webp", "PNG"])
 def test_encode_round_trip(fmt):
-    rng = np.random.default_rng(0)
-    img = np.repeat(np.repeat(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8), 4, 0), 4, 1)
+    # Smooth content: lossy codecs (4:2:0 chroma) keep it close; PNG must keep it exactly.
+    yy, xx = np.mgrid[0:32, 0:48]
+    img = np.stack([xx * 5, yy * 7, (xx + yy) * 3], axis=2).astype(np.uint8)
     data = encode_image(img, fmt, quality=95)
     magic = {"jpeg": b"\xff\xd8\xff", "jpg": b"\xff\xd8\xff", "png": b"\x89PNG", "webp": b"RIFF"}[fmt.lower()]
     assert data.startswith(magic)
@@ -273,7 +276,7 @@ def test_encode_round_trip(fmt):
     if fmt.lower() == "png":
         assert np.array_equal(back, img)
     else:
-        assert np.abs(back.astype(int) - img.astype(int)).mean() < 12
+        assert np.abs(back.astype(int) - img.astype(int)).mean() < 3
 
 
 def test_encode_quality_and_bad_format():

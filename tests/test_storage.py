@@ -381,6 +381,79 @@ def test_missing_credentials_fail_fast_with_clear_message(isolated_aws):
     assert time.monotonic() - t0 < 5
 
 
+class _FakeS3:
+    """Stands in for the boto3 client: get_object fails with the queued errors first."""
+
+    def __init__(self, failures):
+        self.failures = list(failures)
+        self.calls = 0
+
+    def get_object(self, Bucket, Key):
+        import io
+
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        body = io.BytesIO(b"finally")
+        return {"Body": body, "ContentLength": 7}
+
+
+def _client_error(code: str, status: int):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
+
+
+def test_transient_errors_are_retried_and_others_are_not(monkeypatch):
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    monkeypatch.setenv("STYLEBATCH_IO_RETRY_SECONDS", "20")
+    monkeypatch.setattr(storage, "_BACKOFF_BASE_S", 0.01)  # same policy, faster test
+    fake = _FakeS3([
+        _client_error("SlowDown", 503),
+        _client_error("InternalError", 500),
+        EndpointConnectionError(endpoint_url="http://x"),
+        ReadTimeoutError(endpoint_url="http://x"),
+        _client_error("Throttling", 400),
+    ])
+    monkeypatch.setattr(storage, "get_s3_client", lambda: fake)
+    assert storage.read_bytes("s3://b/k") == b"finally"
+    assert fake.calls == 6
+    for code, status, exc_type in [
+        ("NoSuchKey", 404, NotFoundError),
+        ("AccessDenied", 403, AccessDeniedError),
+        ("SignatureDoesNotMatch", 403, AccessDeniedError),
+        ("InvalidRequest", 400, StorageError),
+    ]:
+        fake = _FakeS3([_client_error(code, status)])
+        monkeypatch.setattr(storage, "get_s3_client", lambda: fake)
+        with pytest.raises(exc_type) as ei:
+            storage.read_bytes("s3://b/k")
+        assert fake.calls == 1, code  # no retry
+        assert code in str(ei.value) and "s3://b/k" in str(ei.value)
+        if exc_type is StorageError:
+            assert not isinstance(ei.value, (NotFoundError, AccessDeniedError))
+
+
+def test_one_client_per_process_and_config(isolated_aws):
+    isolated_aws.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
+    isolated_aws.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    isolated_aws.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(storage.get_s3_client())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(c is got[0] for c in got)
+    assert got[0].meta.region_name == "us-east-1"
+    assert got[0].meta.endpoint_url == "http://127.0.0.1:1"
+    isolated_aws.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")  # new config, new client
+    assert storage.get_s3_client() is not got[0]
+    assert storage.get_s3_client().meta.endpoint_url == "http://127.0.0.1:2"
+
+
 def test_bad_retry_env_is_reported(isolated_aws):
     isolated_aws.setenv("STYLEBATCH_IO_RETRY_SECONDS", "soon")
     isolated_aws.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
@@ -423,7 +496,8 @@ def test_s3_round_trip_stat_and_content_type(s3_server, s3_prefix):
     assert storage.stat(uri).fingerprint == hashlib.md5(b"second version").hexdigest()
     storage.write_bytes(f"{s3_prefix}/blob", b"x", content_type="application/x-custom")
     p = storage.parse_uri(f"{s3_prefix}/blob")
-    assert s3_server.client().head_object(Bucket=p.bucket, Key=p.key_or_path)["ContentType"] == "application/x-custom"
+    head = s3_server.client().head_object(Bucket=p.bucket, Key=p.key_or_path)
+    assert head["ContentType"] == "application/x-custom"
 
 
 def test_s3_not_found_is_immediate(s3_prefix, s3_server):
@@ -455,11 +529,13 @@ def test_s3_list_objects(s3_prefix):
         storage.write_bytes(f"{s3_prefix}/photos/{k}", k.encode())
     storage.write_bytes(f"{s3_prefix}/photos2/other.jpg", b"not under photos/")
     infos = list(storage.list_objects(f"{s3_prefix}/photos"))
-    assert [i.uri for i in infos] == [
-        f"{s3_prefix}/photos/{k}" for k in ["a-b/c.jpeg", "a.PNG", "a/y.txt", "a/z.png", "b.jpg", "deep/er/x.webp"]
-    ]
-    assert all(i.fingerprint == hashlib.md5(i.uri.rsplit("/photos/", 1)[1].encode()).hexdigest() for i in infos)
-    images = [i.uri.rsplit("/photos/", 1)[1] for i in storage.list_objects(f"{s3_prefix}/photos/", suffixes=[".png", ".jpg"])]
+    in_order = ["a-b/c.jpeg", "a.PNG", "a/y.txt", "a/z.png", "b.jpg", "deep/er/x.webp"]
+    assert [i.uri for i in infos] == [f"{s3_prefix}/photos/{k}" for k in in_order]
+    for info, key in zip(infos, in_order):
+        assert info.fingerprint == hashlib.md5(key.encode()).hexdigest()
+        assert info.size == len(key)
+    listed = storage.list_objects(f"{s3_prefix}/photos/", suffixes=[".png", ".jpg"])
+    images = [i.uri.rsplit("/photos/", 1)[1] for i in listed]
     assert images == ["a.PNG", "a/z.png", "b.jpg"]
     assert list(storage.list_objects(f"{s3_prefix}/nothing-here")) == []
 

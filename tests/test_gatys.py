@@ -1,0 +1,171 @@
+"""GatysStylizer behaviour on small generated images (CPU, fp32 so results are bit-reproducible)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stylebatch.models import GatysStylizer, runtime
+from stylebatch.models import gatys as gatys_mod
+from stylebatch.models.adain import StyleSpec
+from stylebatch.models.gatys import CONTENT_LAYER, GatysObjective, gatys_loss
+
+SIZE = 48
+
+
+def _content(h: int = SIZE, w: int = SIZE) -> np.ndarray:
+    """Mid-tone gradient with a disc and a bar: structure for the content loss, no clipped colours."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([80 + 60 * xx / w, 90 + 50 * yy / h, 140 - 40 * xx / w], -1)
+    disc = (yy - h * 0.55) ** 2 + (xx - w * 0.4) ** 2 < (min(h, w) * 0.25) ** 2
+    img[disc] = (170, 120, 90)
+    img[int(h * 0.15):int(h * 0.25), int(w * 0.2):int(w * 0.85)] = (60, 110, 80)
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def _stripes(seed: int = 1) -> np.ndarray:
+    """Saturated red/yellow diagonal stripes with noise: a strong, colourful style."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64]
+    band = ((xx + yy) // 6) % 2 == 0
+    img = np.where(band[..., None], [220, 40, 30], [240, 210, 40]).astype(np.float32)
+    return (img + rng.normal(0, 12, img.shape)).clip(0, 255).astype(np.uint8)
+
+
+def _blue_checks(seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64]
+    cell = ((yy // 8) + (xx // 8)) % 2 == 0
+    img = np.where(cell[..., None], [20, 60, 200], [30, 170, 140]).astype(np.float32)
+    return (img + rng.normal(0, 12, img.shape)).clip(0, 255).astype(np.uint8)
+
+
+STRIPES = StyleSpec("test-stripes", (_stripes(),), (1.0,))
+CHECKS = StyleSpec("test-checks", (_blue_checks(),), (1.0,))
+
+
+@pytest.fixture(scope="module")
+def gatys():
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return GatysStylizer(device="cpu", precision="fp32")
+
+
+def _score(model: GatysStylizer, content: np.ndarray, out: np.ndarray, style) -> float:
+    """The default objective of an output image, scored the same way for every candidate."""
+    grams = model.style_grams(style)
+    x = runtime.to_tensor([out], model.device)
+    with torch.no_grad():
+        cf = model.encoder(runtime.to_tensor([content], model.device), [CONTENT_LAYER])[CONTENT_LAYER]
+        return float(gatys_loss(model.encoder, x, cf, grams, GatysObjective())[0])
+
+
+def _fast(**kw):
+    return dict(dict(init="content", coarse_to_fine=False), **kw)
+
+
+def test_loss_decreases_with_iterations(gatys):
+    content = _content()
+    losses = []
+    outs = {n: gatys.stylize([content], STRIPES, iterations=n, **_fast(callback=(
+        (lambda p: losses.append(p.loss)) if n == 12 else None)))[0] for n in (0, 4, 12)}
+    # The optimiser's own trace goes down overall, and so does the score of the returned images.
+    assert len(losses) == 12
+    assert losses[-1] < 0.5 * losses[0]
+    scores = [_score(gatys, content, outs[n], STRIPES) for n in (0, 4, 12)]
+    assert scores[0] > scores[1] > scores[2], scores
+    np.testing.assert_array_equal(outs[0], content)  # zero iterations from the content: the content
+
+
+def test_adam_also_decreases_the_loss(gatys):
+    content = _content()
+    losses = []
+    gatys.stylize([content], STRIPES, iterations=10, **_fast(optimizer="adam", callback=lambda p: losses.append(p.loss)))
+    assert losses[-1] < losses[0]
+
+
+def test_output_sizes_match_odd_input_sizes(gatys, monkeypatch):
+    # Let tiny images have a coarse level too, so the odd-size resampling path is exercised.
+    monkeypatch.setattr(gatys_mod, "MIN_COARSE_SIDE", 16)
+    images = [_content(37, 53), _content(53, 37), _content(33, 33)]
+    assert gatys.levels(37, 53) == [(19, 27), (37, 53)]
+    out = gatys.stylize(images, STRIPES, iterations=2, coarse_iterations=2, init="noise")
+    assert [o.shape for o in out] == [im.shape for im in images]
+    assert all(o.dtype == np.uint8 for o in out)
+
+
+def test_same_seed_same_output_different_seed_differs(gatys):
+    content = _content(40, 40)
+    a = gatys.stylize([content], STRIPES, iterations=3, **_fast(init="noise", seed=7))[0]
+    b = gatys.stylize([content], STRIPES, iterations=3, **_fast(init="noise", seed=7))[0]
+    c = gatys.stylize([content], STRIPES, iterations=3, **_fast(init="noise", seed=8))[0]
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 1.0
+
+
+def test_multi_style_weights(gatys):
+    content = _content(40, 40)
+    single = gatys.stylize([content], STRIPES, iterations=6, **_fast())[0]
+    one_zero = StyleSpec("test-mix-1-0", (_stripes(), _blue_checks()), (1.0, 0.0))
+    half = StyleSpec("test-mix-half", (_stripes(), _blue_checks()), (0.5, 0.5))
+    other = StyleSpec("test-mix-0-1", (_stripes(), _blue_checks()), (0.0, 3.0))  # weights are normalised
+    np.testing.assert_array_equal(gatys.stylize([content], one_zero, iterations=6, **_fast())[0], single)
+    mixed = gatys.stylize([content], half, iterations=6, **_fast())[0]
+    assert np.abs(mixed.astype(int) - single.astype(int)).mean() > 1.0
+    # A blend sits between its parts: its blue share lies between the pure styles' ones.
+    checks = gatys.stylize([content], other, iterations=6, **_fast())[0]
+    blue = [im[..., 2].astype(float).mean() - im[..., 0].astype(float).mean() for im in (single, mixed, checks)]
+    assert blue[0] < blue[1] < blue[2], blue
+
+
+def _cbcr(img: np.ndarray) -> np.ndarray:
+    rgb = img.astype(np.float64)
+    y = rgb @ [0.299, 0.587, 0.114]
+    return np.stack([(rgb[..., 2] - y) * 0.564, (rgb[..., 0] - y) * 0.713], -1)
+
+
+def test_preserve_color_keeps_content_chroma(gatys):
+    content = _content()
+    plain = gatys.stylize([content], STRIPES, iterations=8, **_fast())[0]
+    kept = gatys.stylize([content], STRIPES, iterations=8, **_fast(preserve_color=True))[0]
+    drift_plain = np.abs(_cbcr(plain) - _cbcr(content)).mean()
+    drift_kept = np.abs(_cbcr(kept) - _cbcr(content)).mean()
+    assert drift_plain > 8.0, drift_plain      # the red/yellow style really recolours
+    assert drift_kept < 2.0, drift_kept        # only rounding and clipping remain
+    # ... while the luminance is still the stylized one.
+    luma = lambda im: im.astype(float) @ [0.299, 0.587, 0.114]  # noqa: E731
+    assert np.abs(luma(kept) - luma(plain)).mean() < 3.0
+
+
+def test_style_targets_are_cached_per_key(gatys):
+    before = gatys.cache.misses
+    first = gatys.style_grams(StyleSpec("test-cache-key", (_stripes(3),), (1.0,)))
+    second = gatys.style_grams(StyleSpec("test-cache-key", (_stripes(3),), (1.0,)))
+    assert gatys.cache.misses == before + 1
+    assert first is second
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"optimizer": "sgd"}, "optimizer"),
+    ({"init": "random"}, "init"),
+    ({"iterations": -1}, "iterations"),
+    ({"iterations": 2.5}, "iterations"),
+    ({"coarse_iterations": -3}, "coarse_iterations"),
+    ({"alpha": 1.5}, "alpha"),
+    ({"style_weight": -1.0}, "style_weight"),
+])
+def test_invalid_arguments_name_the_argument(gatys, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        gatys.stylize([_content(16, 16)], STRIPES, **kwargs)
+
+
+def test_adain_init_when_decoder_weights_exist(gatys):
+    from stylebatch.models.adain import default_decoder_path
+    import os
+
+    if not os.path.exists(default_decoder_path()):
+        pytest.skip("shipped AdaIN decoder weights not present (run jobs.train_decoder --export)")
+    content = _content(40, 56)
+    start = gatys.stylize([content], STRIPES, iterations=0, init="adain", coarse_to_fine=False)[0]
+    np.testing.assert_array_equal(start, gatys.adain.stylize([content], STRIPES)[0])
+    out = gatys.stylize([content], STRIPES, iterations=3, init="adain")
+    assert out[0].shape == content.shape

@@ -1,0 +1,189 @@
+"""End to end on a real local Ray: local files -> local outputs, results, metrics, reruns."""
+from __future__ import annotations
+
+import json
+import os
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from stylebatch import images, results
+from stylebatch.manifest import ManifestError
+from stylebatch.pipeline import JobConfig, build_plan, restyle
+from stylebatch.styles import StyleError
+from tests.helpers import photo, run_cli, write_manifest, write_photo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    src = tmp_path / "src"
+    paths = {
+        "wide": write_photo(src / "wide.jpg", 48, 96, 1),
+        "tall": write_photo(src / "tall.png", 80, 40, 2, fmt="PNG"),
+        "square": write_photo(src / "square.jpg", 64, 64, 3),
+    }
+    Image.fromarray(photo(40, 56, 4)[..., 0]).save(src / "gray.png")
+    paths["gray"] = src / "gray.png"
+    (src / "broken.jpg").write_bytes(b"<html><body>404 Not Found</body></html>")
+    paths["broken"] = src / "broken.jpg"
+    rows = [{"image_id": k, "uri": str(v)} for k, v in paths.items()]
+    return tmp_path, write_manifest(tmp_path / "manifest.parquet", rows), paths
+
+
+def _cfg(tmp_path, manifest, **kw):
+    kw.setdefault("max_size", 64)
+    return JobConfig(manifest=str(manifest), output=str(tmp_path / "out"), **kw)
+
+
+def test_local_job_writes_outputs_results_and_metrics(ray_local, catalog):
+    tmp_path, manifest, paths = catalog
+    summary = restyle(_cfg(tmp_path, manifest))
+    out = tmp_path / "out"
+
+    table = results.read_results(str(out), summary.run_id).to_pandas().set_index("image_id")
+    assert sorted(table.index) == sorted(paths)
+    assert table.loc["broken", "status"] == "error"
+    assert "HTML" in table.loc["broken", "error"]
+    ok = table[table.status == "ok"]
+    assert len(ok) == 4
+    # Aspect kept, longer side capped at max_size (64), never upscaled.
+    expected = {"wide": (32, 64), "tall": (64, 32), "square": (64, 64), "gray": (40, 56)}
+    for image_id, (h, w) in expected.items():
+        path = out / "cyberpunk" / f"{image_id}.jpg"
+        assert table.loc[image_id, "output_uri"] == str(path)
+        img = np.asarray(Image.open(path))
+        assert img.shape == (h, w, 3)
+        assert (table.loc[image_id, "output_height"], table.loc[image_id, "output_width"]) == (h, w)
+        src = images.resize_to_max(images.decode_image(paths[image_id].read_bytes()), 64)
+        # Stylized, not copied: pixels move well away from the source.
+        assert np.abs(img.astype(float) - src.astype(float)).mean() > 10
+    assert (ok.model_ms > 0).all() and (ok.read_ms > 0).all() and (ok.write_ms > 0).all()
+    assert not (out / "cyberpunk" / "broken.jpg").exists()
+
+    metrics = json.loads((out / "_runs" / summary.run_id / "metrics.json").read_text())
+    assert metrics["counts"] == {"ok": 4, "error": 1, "skipped": 0}
+    assert metrics["total_rows"] == 5 and metrics["images_per_s"] > 0
+    assert metrics["latency_ms"]["p95"] >= metrics["latency_ms"]["p50"] > 0
+    assert metrics["config"]["style"] == "cyberpunk" and "torch" in metrics["versions"]
+
+    run_dir = out / "_runs" / summary.run_id / "results"
+    assert len(pd.read_parquet(run_dir)) == 5
+    counts = dict(duckdb.sql(f"select status, count(*) from read_parquet('{run_dir}/*.parquet') group by 1").fetchall())
+    assert counts == {"ok": 4, "error": 1}
+    assert summary.failed == 1
+
+
+def test_rerun_skips_done_rows_and_redoes_changed_sources(ray_local, catalog):
+    tmp_path, manifest, paths = catalog
+    cfg = _cfg(tmp_path, manifest)
+    restyle(cfg)
+    out = tmp_path / "out" / "cyberpunk"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+
+    second = restyle(_cfg(tmp_path, manifest))
+    r2 = results.read_results(cfg.output, second.run_id).to_pandas().set_index("image_id")
+    assert set(r2[r2.status == "skipped"].index) == {"wide", "tall", "square", "gray"}
+    assert r2.loc["broken", "status"] == "error"  # errors are retried, never silently skipped
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+
+    write_photo(paths["square"], 64, 64, 99)  # the catalog changed one image
+    third = restyle(_cfg(tmp_path, manifest))
+    r3 = results.read_results(cfg.output, third.run_id).to_pandas().set_index("image_id")
+    assert r3.loc["square", "status"] == "ok"
+    assert set(r3[r3.status == "skipped"].index) == {"wide", "tall", "gray"}
+    assert (out / "square.jpg").read_bytes() != before["square.jpg"][1]
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # overwritten, nothing added
+
+    forced = restyle(_cfg(tmp_path, manifest, overwrite=True))
+    assert results.read_metrics(cfg.output, forced.run_id)["counts"]["ok"] == 4
+
+
+def test_changed_parameters_redo_rows(ray_local, catalog):
+    tmp_path, manifest, _ = catalog
+    restyle(_cfg(tmp_path, manifest))
+    again = restyle(_cfg(tmp_path, manifest, alpha=0.5))
+    assert results.read_metrics(str(tmp_path / "out"), again.run_id)["counts"]["ok"] == 4
+
+
+def test_per_row_style_alpha_and_premium_routing(ray_local, tmp_path):
+    a = write_photo(tmp_path / "a.jpg", 40, 40, 5)
+    b = write_photo(tmp_path / "b.jpg", 40, 40, 5)
+    c = write_photo(tmp_path / "c.jpg", 40, 40, 5)
+    manifest = write_manifest(tmp_path / "m.parquet", [
+        {"image_id": "a", "uri": str(a), "style": "ink", "alpha": None, "quality": None},
+        {"image_id": "b", "uri": str(b), "style": None, "alpha": 0.0, "quality": "fast"},
+        {"image_id": "c", "uri": str(c), "style": None, "alpha": None, "quality": "premium"},
+    ])
+    summary = restyle(_cfg(tmp_path, manifest, premium_iterations=3))
+    r = results.read_results(summary.output, summary.run_id).to_pandas().set_index("image_id")
+    assert (r.status == "ok").all(), r.error.tolist()
+    assert r.loc["a", "style"] == "ink" and r.loc["a", "output_uri"].endswith("/ink/a.jpg")
+    assert r.loc["c", "quality"] == "premium" and r.loc["b", "quality"] == "fast"
+    outs = {k: np.asarray(Image.open(r.loc[k, "output_uri"])).astype(float) for k in "abc"}
+    src = np.asarray(Image.open(a)).astype(float)
+    # alpha 0 stays close to the content; full-strength styles move far from it.
+    assert np.abs(outs["b"] - src).mean() < np.abs(outs["a"] - src).mean()
+    assert np.abs(outs["c"] - outs["b"]).mean() > 5
+    metrics = results.read_metrics(summary.output, summary.run_id)
+    assert metrics["per_quality"]["premium"]["ok"] == 1 and metrics["per_quality"]["fast"]["ok"] == 2
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"image_id": "a"}], "uri"),
+    ([{"image_id": "a", "uri": "/x.jpg"}, {"image_id": "a", "uri": "/y.jpg"}], "duplicate"),
+    ([{"image_id": "a", "uri": None}], "uri"),
+    ([{"image_id": "../../etc/x", "uri": "/x.jpg"}], "../../etc/x"),
+    ([{"image_id": "a", "uri": "/x.jpg", "style": "no-such-style"}], "cyberpunk"),
+])
+def test_validation_errors_stop_before_any_work(tmp_path, rows, message):
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    with pytest.raises((ManifestError, StyleError)) as exc:
+        build_plan(_cfg(tmp_path, manifest))
+    assert message in str(exc.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_default_style_lists_available(tmp_path):
+    manifest = write_manifest(tmp_path / "m.parquet", [{"image_id": "a", "uri": "/x.jpg"}])
+    with pytest.raises((ManifestError, StyleError)) as exc:
+        build_plan(_cfg(tmp_path, manifest, style="vaporwave-9000"))
+    assert "vaporwave-9000" in str(exc.value) and "ukiyo" in str(exc.value)
+
+
+def test_cli_dry_run_and_exit_codes(tmp_path):
+    good = write_photo(tmp_path / "g.jpg", 32, 32, 7)
+    manifest = write_manifest(tmp_path / "m.parquet", [{"image_id": "g", "uri": str(good)},
+                                                        {"image_id": "missing", "uri": str(tmp_path / "nope.jpg")}])
+    out = tmp_path / "out"
+    dry = run_cli("submit", str(manifest), "--output", str(out), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["rows"] == 2 and not out.exists()
+
+    bad = write_manifest(tmp_path / "bad.parquet", [{"image_id": "g", "uri": str(good), "quality": "ultra"}])
+    refused = run_cli("submit", str(bad), "--output", str(out))
+    assert refused.returncode == 2 and "ultra" in refused.stderr and not out.exists()
+
+    run = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "32")
+    assert run.returncode == 1, run.stdout + run.stderr  # one row failed
+    assert "ok 1" in run.stdout and "error 1" in run.stdout and "missing" in run.stdout
+    assert (out / "cyberpunk" / "g.jpg").exists()
+
+    rep = run_cli("report", "latest", "--output", str(out))
+    assert rep.returncode == 0 and "error" in rep.stdout
+    run_id = results.list_runs(str(out))[-1]
+    assert (out / "_runs" / run_id / "contact_sheet.jpg").exists()
