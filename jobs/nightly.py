@@ -43,23 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: Optional[list[str]] = None) -> tuple[dict, dict]:
+    """({source, manifest, output}, JobConfig options given on the command line)."""
+    args = vars(build_parser().parse_args(argv))
+    where = {k: args.pop(k) for k in ("source", "manifest", "output")}
+    options = {k: v for k, v in args.items() if v is not None}
+    if options.get("max_size") == 0:
+        options["max_size"] = None  # same convention as `stylebatch submit --max-size 0`
+    return where, options
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from stylebatch import storage
     from stylebatch.cli import _print_progress, _print_summary, _user_errors
     from stylebatch.nightly import run_nightly
 
-    args = vars(build_parser().parse_args(argv))
-    source, manifest, output = args.pop("source"), args.pop("manifest"), args.pop("output")
-    options = {k: v for k, v in args.items() if v is not None}
-    if options.get("max_size") == 0:
-        options["max_size"] = None  # same convention as `stylebatch submit --max-size 0`
+    where, options = parse_args(argv)
     address = os.environ.get("RAY_ADDRESS", "")
     if address.startswith(("http://", "https://")):
         # We are the job itself: connect to the cluster we run on, never submit another job.
         address = os.environ["RAY_ADDRESS"] = "auto"
     try:
-        result = run_nightly(output=output, source=source, manifest=manifest, progress=_print_progress,
-                             ray_address=address or None, **options)
+        result = run_nightly(**where, progress=_print_progress, ray_address=address or None, **options)
     except _user_errors() as exc:
         print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
         return 2

@@ -82,8 +82,6 @@ def run_nightly(*, output: str, source: Optional[str] = None, manifest: Optional
     """
     if (source is None) == (manifest is None):
         raise ValueError("give exactly one of --source (a folder/prefix to scan) or --manifest (a Parquet manifest)")
-    if "manifest" in options or "output" in options:
-        raise TypeError("pass manifest/output as run_nightly's own arguments")
     run_id = options.pop("run_id", None) or results.make_run_id()
     built_uri = manifest_uri(output, run_id)
     cfg = JobConfig(manifest=manifest or built_uri, output=output, run_id=run_id, **options)

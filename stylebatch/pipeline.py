@@ -245,6 +245,20 @@ def _ragged(arrays: list) -> np.ndarray:
 # Stage 2 (actor pools): the model, loaded once per actor.
 # --------------------------------------------------------------------------------------------
 
+# The encoder downsamples 8x and the decoder reflection-pads its features by 1, which needs at
+# least 2 feature pixels: a side of 8 px or less (a 1x1 pixel, an 8-px-tall banner) made the model
+# raise. Such images are edge-padded to this size for the model and cropped back afterwards.
+_MIN_MODEL_SIDE = 16
+
+
+def _pad_small(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    ph, pw = max(0, _MIN_MODEL_SIDE - h), max(0, _MIN_MODEL_SIDE - w)
+    if not ph and not pw:
+        return img
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
+
+
 class StylizeActor:
     """Callable class for ``map_batches``: holds one model (AdaIN for fast, Gatys for premium) and
     the resolved styles. A failure inside a batch is retried image by image so one poisoned image
@@ -276,10 +290,14 @@ class StylizeActor:
         self.node = socket.gethostname() + ":" + str(os.getpid())
 
     def _run_model(self, imgs: list, style, alpha: float, preserve: bool) -> list:
+        sizes = [img.shape[:2] for img in imgs]
+        imgs = [_pad_small(img) for img in imgs]
         if self.quality == "premium":
-            return self.model.stylize(imgs, style, iterations=self.premium_iterations, preserve_color=preserve,
+            outs = self.model.stylize(imgs, style, iterations=self.premium_iterations, preserve_color=preserve,
                                       alpha=alpha)
-        return self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve, max_batch=self.max_batch)
+        else:
+            outs = self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve, max_batch=self.max_batch)
+        return [o if o.shape[:2] == hw else np.ascontiguousarray(o[:hw[0], :hw[1]]) for o, hw in zip(outs, sizes)]
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["image_id"])
@@ -356,7 +374,9 @@ def write_batch(batch: dict, *, out_uri: str, run_id: str, fmt: str, quality: in
             status[i], error[i] = "error", "could not write output: " + _error_text(exc)
         write_ms[i] = (time.perf_counter() - t0) * 1000
     rows = {
-        "image_id": batch["image_id"], "uri": batch["uri"], "style": batch["style"], "quality": batch["quality"],
+        # Source URIs may carry credentials (user:password@, presigned queries): never into results.
+        "image_id": batch["image_id"], "uri": np.array([storage.redact(u) for u in batch["uri"]], dtype=object),
+        "style": batch["style"], "quality": batch["quality"],
         "output_uri": batch["output_uri"], "status": status, "error": error,
         "input_width": batch["input_width"], "input_height": batch["input_height"],
         "output_width": out_w, "output_height": out_h, "input_bytes": batch["input_bytes"], "output_bytes": out_bytes,
@@ -384,11 +404,14 @@ class PoolSizing:
     task_cpus: float
 
 
-def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None) -> PoolSizing:
+def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None,
+               node_cpus: Optional[float] = None) -> PoolSizing:
     """On a 2-core machine an actor pool that reserves every CPU starves the fetch tasks and the
     job hangs (seen with Ray 2.60): always leave at least one CPU to the tasks. Task and actor CPU
     requests also differ on purpose: Ray Data would otherwise fuse the fetch stage into the actors,
-    and decoding would stop overlapping with the model."""
+    and decoding would stop overlapping with the model. ``node_cpus`` (the largest node's CPU count)
+    caps what one actor reserves: an actor asking for more CPUs than any single node has can never
+    be scheduled (e.g. on three 1-CPU nodes) and the job would wait forever."""
     cpus = float(resources.get("CPU", 1))
     gpus = float(resources.get("GPU", 0))
     if gpus >= 1:
@@ -401,11 +424,13 @@ def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None) ->
         share = max(0.25, budget / pools) if budget > 0 else 0.25
         return PoolSizing(1, round(min(share, 0.75), 2), 0.0, max(1, int(cpus)), 0.2)
     threads = max(1, min(4, int(budget // pools)))
+    if node_cpus:
+        threads = max(1, min(threads, int(node_cpus)))
     actors = max(1, int(budget // pools // threads))
     if max_actors:
         actors = min(actors, max_actors)
     # A lone actor on a small machine may use every core for its math while reserving fewer.
-    math_threads = int(cpus) if cpus <= 4 and actors == 1 and pools == 1 else threads
+    math_threads = int(min(cpus, node_cpus or cpus)) if cpus <= 4 and actors == 1 and pools == 1 else threads
     return PoolSizing(actors, float(threads), 0.0, math_threads, 0.5)
 
 
@@ -470,7 +495,9 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     CrashJournal.create(run_id)
     table = plan.table
     qualities = [q for q in QUALITIES if q in set(table.column("quality").to_pylist())]
-    sizing = size_pools(ray.cluster_resources(), max(1, len(qualities)), cfg.max_actors)
+    node_cpus = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
+                    default=0.0) or None
+    sizing = size_pools(ray.cluster_resources(), max(1, len(qualities)), cfg.max_actors, node_cpus)
     datasets = []
     for q in qualities:
         mask = pc.equal(table.column("quality"), q)

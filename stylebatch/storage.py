@@ -111,7 +111,14 @@ class ObjectTooLargeError(StorageError):
 
 # AWS key-id prefixes (long-term AKIA, temporary ASIA, and the other documented unique-id
 # prefixes) followed by 16 upper-case base32 characters.
-_AWS_KEY_ID_RE = re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}\b")
+# The key may follow a percent-escape ("%3DAKIA..." in a URL-encoded query), where \b sees no boundary.
+_AWS_KEY_ID_RE = re.compile(
+    r"(?:(?<![A-Za-z0-9])|(?<=%[0-9A-Fa-f]{2}))"
+    r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+)
+# "AKIA...:secret@host" without a scheme (e.g. echoed back as an invalid bucket name): once the key id
+# is "***", the text up to "@" is the secret.
+_REDACTED_USERINFO_RE = re.compile(r"\*\*\*:[^/\s@?#'\"]*@")
 # scheme://user:password@host -> scheme://***@host
 _USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@:?#]+:[^/\s@?#]*@")
 # Query-string / header style credentials: name=value.
@@ -141,8 +148,10 @@ _SECRET_PARAM_NAMES = (
     "apikey",
     "key",
 )
+# Also in URL-encoded form (botocore echoes request URLs with ?, & and = as %3F, %26, %3D).
 _SECRET_PARAM_RE = re.compile(
-    r"(?i)((?:^|[?&;,\s])(?:" + "|".join(re.escape(n) for n in _SECRET_PARAM_NAMES) + r")=)[^&;,\s#'\"<>]+"
+    r"(?i)((?:^|[?&;,\s]|%3F|%26|%3B)(?:" + "|".join(re.escape(n) for n in _SECRET_PARAM_NAMES)
+    + r")(?:=|%3D))(?:(?!%26|%3B)[^&;,\s#'\"<>])+"
 )
 _SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 # Real secrets are 40+ characters; dummy ones like "test" (common in local S3 setups) would
@@ -165,6 +174,7 @@ def redact(text: str) -> str:
         if value and len(value) >= _MIN_ENV_SECRET_LEN and value in text:
             text = text.replace(value, "***")
     text = _AWS_KEY_ID_RE.sub("***", text)
+    text = _REDACTED_USERINFO_RE.sub("***@", text)
     text = _USERINFO_RE.sub(r"\1***@", text)
     text = _SECRET_PARAM_RE.sub(r"\1***", text)
     return text
@@ -267,6 +277,10 @@ def parse_uri(uri: str | os.PathLike) -> ParsedURI:
         bucket, _, key = rest[2:].partition("/")
         if not bucket:
             raise StorageError(f"malformed S3 URI {uri!r}: missing bucket name", uri=uri)
+        if "@" in bucket:
+            # Never hand "user:password@bucket" to boto3: its error would echo the password.
+            raise StorageError(f"malformed S3 URI {uri!r}: credentials (user:password@) do not belong in an S3 "
+                               "URI; use AWS credentials (environment variables or a profile)", uri=uri)
         return ParsedURI("s3", bucket, key)
     if scheme == "file":
         if rest.startswith("//"):
