@@ -36,7 +36,15 @@ def _user_errors():
     return (ManifestError, StyleError, StorageError, WeightsError, ImageDecodeError, ValueError)
 
 
+_last_progress = [0.0]
+
+
 def _print_progress(p: dict) -> None:
+    import time
+
+    if time.time() - _last_progress[0] < 2 and p["done"] < p["rows"]:
+        return  # at most one line every 2 s
+    _last_progress[0] = time.time()
     c = p["counts"]
     rate = p["done"] / p["elapsed_s"] if p["elapsed_s"] > 0 else 0.0
     typer.echo(f"  {p['done']}/{p['rows']} rows  ok {c.get('ok', 0)}  skipped {c.get('skipped', 0)}  "
@@ -94,6 +102,8 @@ def submit(
     premium_iterations: int = typer.Option(100, help="Gatys iterations for premium rows"),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]"),
     precision: str = typer.Option("auto", help="auto, fp32, bf16 or fp16 (CUDA)"),
+    gpu: str = typer.Option("auto", help="auto (GPUs Ray reports now), always (autoscaling GPU clusters), never"),
+    max_actors: Optional[int] = typer.Option(None, help="upper bound on model actors per pool"),
     encoder_weights: Optional[str] = typer.Option(None, help="pytorch-AdaIN vgg_normalised.pth"),
     decoder_weights: Optional[str] = typer.Option(None, help="pytorch-AdaIN decoder.pth (with --encoder-weights)"),
     run_id: Optional[str] = typer.Option(None, help="name of this run (default: timestamp)"),
@@ -106,7 +116,7 @@ def submit(
                     output_format=fmt, output_quality=jpeg_quality, max_size=max_size or None, overwrite=overwrite,
                     batch_size=batch_size, premium_iterations=premium_iterations, device=device,
                     precision=precision, encoder_weights=encoder_weights, decoder_weights=decoder_weights,
-                    run_id=run_id)
+                    run_id=run_id, gpu=gpu, max_actors=max_actors)
     if address and address.startswith(("http://", "https://")) and not dry_run:
         from .cluster import submit_job
 

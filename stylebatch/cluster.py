@@ -23,10 +23,10 @@ def entrypoint_for(cfg) -> str:
             "--quality", cfg.quality, "--format", cfg.output_format, "--jpeg-quality", str(cfg.output_quality),
             "--max-size", str(cfg.max_size or 0), "--batch-size", str(cfg.batch_size),
             "--premium-iterations", str(cfg.premium_iterations), "--device", cfg.device,
-            "--precision", cfg.precision]
+            "--precision", cfg.precision, "--gpu", cfg.gpu]
     for flag, value in (("--style-image", cfg.style_image), ("--style-catalog", cfg.style_catalog),
                         ("--encoder-weights", cfg.encoder_weights), ("--decoder-weights", cfg.decoder_weights),
-                        ("--run-id", cfg.run_id)):
+                        ("--run-id", cfg.run_id), ("--max-actors", cfg.max_actors and str(cfg.max_actors))):
         if value:
             args += [flag, value]
     if cfg.preserve_color:

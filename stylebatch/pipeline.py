@@ -59,6 +59,8 @@ class JobConfig:
     run_id: Optional[str] = None
     ray_address: Optional[str] = None
     max_actors: Optional[int] = None
+    gpu: str = "auto"  # auto: use GPUs Ray reports now; always: request them (autoscaling clusters); never
+
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -71,6 +73,8 @@ class JobConfig:
             raise ValueError(f"--jpeg-quality must be within 1..100, got {self.output_quality}")
         if self.max_size is not None and self.max_size < 8:
             raise ValueError(f"--max-size must be at least 8 pixels, got {self.max_size}")
+        if self.gpu not in ("auto", "always", "never"):
+            raise ValueError(f"--gpu must be auto, always or never, got {self.gpu!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
         storage.parse_uri(self.output)
@@ -405,7 +409,7 @@ class PoolSizing:
 
 
 def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None,
-               node_cpus: Optional[float] = None) -> PoolSizing:
+               node_cpus: Optional[float] = None, gpu: str = "auto") -> PoolSizing:
     """On a 2-core machine an actor pool that reserves every CPU starves the fetch tasks and the
     job hangs (seen with Ray 2.60): always leave at least one CPU to the tasks. Task and actor CPU
     requests also differ on purpose: Ray Data would otherwise fuse the fetch stage into the actors,
@@ -413,7 +417,10 @@ def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None,
     caps what one actor reserves: an actor asking for more CPUs than any single node has can never
     be scheduled (e.g. on three 1-CPU nodes) and the job would wait forever."""
     cpus = float(resources.get("CPU", 1))
-    gpus = float(resources.get("GPU", 0))
+    gpus = float(resources.get("GPU", 0)) if gpu != "never" else 0.0
+    if gpu == "always" and gpus < 1:
+        # An autoscaling cluster may have no GPU node up yet: ask for them and let it scale.
+        gpus = float(max_actors or 1) * pools
     if gpus >= 1:
         per_pool = max(1, int(gpus // pools))
         actors = min(per_pool, max_actors or per_pool)
@@ -482,7 +489,7 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, quality: str
                                      "quality": cfg.output_quality})
 
 
-ProgressFn = Callable[[dict], None]
+ProgressFn = Callable[[dict], None]  # called after every committed batch
 
 
 def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Optional[Plan] = None) -> RunSummary:
@@ -497,7 +504,7 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     qualities = [q for q in QUALITIES if q in set(table.column("quality").to_pylist())]
     node_cpus = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
                     default=0.0) or None
-    sizing = size_pools(ray.cluster_resources(), max(1, len(qualities)), cfg.max_actors, node_cpus)
+    sizing = size_pools(ray.cluster_resources(), max(1, len(qualities)), cfg.max_actors, node_cpus, gpu=cfg.gpu)
     datasets = []
     for q in qualities:
         mask = pc.equal(table.column("quality"), q)
@@ -507,12 +514,10 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     metrics = results.RunMetrics()
     if datasets:
         ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
-        last = 0.0
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             batch = {k: v for k, v in batch.items() if k != "worker"}
             metrics.add(batch)
-            if progress and (time.time() - last > 2 or metrics.total >= table.num_rows):
-                last = time.time()
+            if progress:
                 progress({"done": metrics.total, "rows": table.num_rows, "counts": dict(metrics.counts),
                           "elapsed_s": time.time() - started})
     wall = time.time() - started

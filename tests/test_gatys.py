@@ -46,8 +46,12 @@ CHECKS = StyleSpec("test-checks", (_blue_checks(),), (1.0,))
 
 @pytest.fixture(scope="module")
 def gatys():
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    return GatysStylizer(device="cpu", precision="fp32")
+    # One thread: tiny images gain nothing from two, and on a busy machine spinning OpenMP workers
+    # waiting for each other make every VGG pass tens of times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield GatysStylizer(device="cpu", precision="fp32")
+    torch.set_num_threads(threads)
 
 
 def _score(model: GatysStylizer, content: np.ndarray, out: np.ndarray, style) -> float:

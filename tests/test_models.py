@@ -174,11 +174,14 @@ def test_shipped_decoder_moves_style_statistics_toward_the_style():
 
     target = stats(style_img)
 
-    def distance(img):
+    def distances(img):
         st = stats(img)
-        return sum(float(F.mse_loss(st[k][0], target[k][0]) + F.mse_loss(st[k][1], target[k][1])) for k in target)
+        return np.array([float(F.mse_loss(st[k][0], target[k][0]) + F.mse_loss(st[k][1], target[k][1]))
+                         for k in ADAIN_STYLE_LAYERS])
 
-    assert distance(out) < 0.7 * distance(content), (distance(out), distance(content))
+    ratios = distances(out) / distances(content)  # per layer, so relu4_1's large scale does not dominate
+    assert ratios.mean() < 0.85, ratios
+    assert distances(out).sum() < distances(content).sum(), ratios
 
 
 def test_style_cache_hits_and_matches_a_fresh_stylizer(stylizer, synthetic_decoder_file):

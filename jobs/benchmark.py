@@ -1,0 +1,97 @@
+"""Bare-model AdaIN throughput vs end-to-end ``stylebatch`` throughput on the same 512x512 images.
+
+    python -m jobs.benchmark [--images 48] [--size 512]
+
+Prints images/s for (a) AdaINStylizer called directly on decoded arrays, batch 8, and (b) the full
+job (Ray Data fetch/decode tasks -> actor pool -> encode/write tasks -> results) over the same
+images as JPEG files. For (b) it reports the steady state (rows finished after the first model
+batch, i.e. without Ray start-up and model loading, which a catalog run pays once) and the
+whole-run wall figure. Figures are machine- and load-dependent: compare the ratio, measured in
+one run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from stylebatch import results, styles
+from stylebatch.models import AdaINStylizer
+from stylebatch.pipeline import JobConfig, restyle
+
+
+def make_images(n: int, size: int, folder: Path) -> list[Path]:
+    """Real photos if scikit-image is installed (cropped/resized to size x size), else textures."""
+    sources = []
+    try:
+        import skimage.data as data
+
+        for name in ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry"):
+            sources.append(getattr(data, name)()[..., :3])
+    except ImportError:
+        rng = np.random.default_rng(0)
+        sources = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(4)]
+    paths = []
+    for i in range(n):
+        src = Image.fromarray(sources[i % len(sources)]).resize((size, size), Image.LANCZOS)
+        if i // len(sources) % 2:
+            src = src.transpose(Image.FLIP_LEFT_RIGHT)
+        p = folder / f"img_{i:04d}.jpg"
+        src.save(p, quality=92)
+        paths.append(p)
+    return paths
+
+
+def bare_model(paths: list[Path], style_name: str, batch: int) -> float:
+    model = AdaINStylizer()
+    style = styles.resolve_style(style_name)
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    model.stylize(arrays[:batch], style)  # warm-up: style statistics cached, kernels ready
+    t0 = time.perf_counter()
+    for i in range(0, len(arrays), batch):
+        model.stylize(arrays[i:i + batch], style, max_batch=batch)
+    return len(arrays) / (time.perf_counter() - t0)
+
+
+def end_to_end(paths: list[Path], style_name: str, batch: int, size: int, out: Path) -> tuple[float, float]:
+    manifest = out.parent / "bench_manifest.parquet"
+    pq.write_table(pa.table({"image_id": [p.stem for p in paths], "uri": [str(p) for p in paths]}), manifest)
+    ticks: list[tuple[float, int]] = []  # (time, rows committed) after every batch
+    summary = restyle(JobConfig(manifest=str(manifest), output=str(out), style=style_name, max_size=size,
+                                batch_size=batch, overwrite=True),
+                      progress=lambda p: ticks.append((time.perf_counter(), p["done"])))
+    rows = results.read_results(str(out), summary.run_id).to_pandas()
+    assert (rows.status == "ok").all(), rows.error.dropna().tolist()[:3]
+    (t_first, n_first), (t_last, n_last) = ticks[0], ticks[-1]
+    steady = (n_last - n_first) / max(1e-9, t_last - t_first)
+    return steady, summary.metrics["images_per_s"]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=48)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--style", default="cyberpunk")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "src"
+        folder.mkdir()
+        paths = make_images(args.images, args.size, folder)
+        bare = bare_model(paths, args.style, args.batch)
+        print(f"bare model (AdaINStylizer, {args.size}x{args.size}, batch {args.batch}): {bare:.3f} images/s", flush=True)
+        steady, wall = end_to_end(paths, args.style, args.batch, args.size, Path(tmp) / "out")
+        print(f"end-to-end stylebatch, steady state: {steady:.3f} images/s")
+        print(f"end-to-end stylebatch, whole run incl. Ray start-up and model load: {wall:.3f} images/s")
+        print(f"ratio end-to-end/bare: steady {steady / bare:.2f}x (target >= 0.85), whole run {wall / bare:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
