@@ -140,9 +140,24 @@ def custom_style_name(style_image: str) -> str:
     return f"{stem}-{hashlib.sha256(style_image.encode()).hexdigest()[:8]}"
 
 
+def _check_weights(cfg: JobConfig) -> None:
+    """Refuse missing, corrupt or unsafe (pickled code) weights files on the driver, before any work;
+    otherwise every model actor dies on them inside Ray and the run ends in an actor traceback.
+    Weights-only loading never executes pickled code."""
+    if not (cfg.encoder_weights or cfg.decoder_weights):
+        return
+    if not (cfg.encoder_weights and cfg.decoder_weights):
+        raise ValueError("give both --encoder-weights and --decoder-weights (a decoder only fits its own encoder)")
+    from .models.checkpoints import load_state_dict_file
+
+    for path in (cfg.encoder_weights, cfg.decoder_weights):
+        load_state_dict_file(path)
+
+
 def build_plan(cfg: JobConfig) -> Plan:
     """Validate everything before any work; raise ManifestError/StyleError with every problem named."""
     cfg.validate()
+    _check_weights(cfg)
     if cfg.style_image:
         cfg.style = custom_style_name(cfg.style_image)
     table = manifest.read_manifest(cfg.manifest)

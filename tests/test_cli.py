@@ -1,0 +1,64 @@
+"""The CLI commands that need no Ray: stylize one image, styles list/show, manifest build."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from stylebatch import styles
+from tests.helpers import photo, run_cli, write_photo
+
+
+def test_stylize_one_image_keeps_size_and_applies_style(tmp_path):
+    src = write_photo(tmp_path / "in.jpg", 45, 70, 11)
+    out = tmp_path / "out.png"
+    done = run_cli("stylize", str(src), "--style", "pop", "-o", str(out), "--precision", "fp32")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["size"] == [70, 45] and info["style"] == "pop"
+    styled = np.asarray(Image.open(out).convert("RGB")).astype(float)
+    assert styled.shape == (45, 70, 3)
+    original = np.asarray(Image.open(src)).astype(float)
+    assert np.abs(styled - original).mean() > 10
+
+    # preserve-color keeps the content's chrominance much closer than plain stylization
+    kept = tmp_path / "kept.png"
+    assert run_cli("stylize", str(src), "--style", "pop", "-o", str(kept), "--preserve-color",
+                   "--precision", "fp32").returncode == 0
+    def chroma(a):
+        return a - a.mean(axis=2, keepdims=True)
+    kept_px = np.asarray(Image.open(kept).convert("RGB")).astype(float)
+    assert np.abs(chroma(kept_px) - chroma(original)).mean() < np.abs(chroma(styled) - chroma(original)).mean()
+
+
+def test_stylize_reports_bad_inputs_clearly(tmp_path):
+    missing = run_cli("stylize", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.jpg"))
+    assert missing.returncode == 2 and "nope.jpg" in missing.stderr
+    src = write_photo(tmp_path / "in.jpg", 16, 16, 1)
+    bad_ext = run_cli("stylize", str(src), "-o", str(tmp_path / "o.gif"))
+    assert bad_ext.returncode == 2 and ".gif" in bad_ext.stderr
+    unknown = run_cli("stylize", str(src), "--style", "nonexistent-style", "-o", str(tmp_path / "o.jpg"))
+    assert unknown.returncode == 2 and "cyberpunk" in unknown.stderr
+
+
+def test_styles_list_and_show(tmp_path):
+    listed = run_cli("styles", "list")
+    assert listed.returncode == 0
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert set(styles.available_styles()) <= set(names) and len(names) >= 7
+    out = tmp_path / "cyberpunk.png"
+    shown = run_cli("styles", "show", "cyberpunk", "-o", str(out))
+    assert shown.returncode == 0
+    assert np.array_equal(np.asarray(Image.open(out)), styles.preset_image("cyberpunk"))
+
+
+def test_manifest_build_from_folder(tmp_path):
+    for name in ("b.jpg", "a.png", "sub/c.jpg"):
+        write_photo(tmp_path / "src" / name, 8, 8, 1, fmt="PNG" if name.endswith("png") else "JPEG")
+    (tmp_path / "src" / "readme.txt").write_text("not an image")
+    built = run_cli("manifest", "build", str(tmp_path / "src"), "-o", str(tmp_path / "m.parquet"))
+    assert built.returncode == 0 and "3 rows" in built.stdout
+    t = pq.read_table(tmp_path / "m.parquet")
+    assert t.column("image_id").to_pylist() == ["a", "b", "sub__c"]
