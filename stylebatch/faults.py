@@ -40,6 +40,13 @@ class _Journal:
         return any(k in self.inflight for k in keys)
 
 
+# Driver-side handles of the journals this process created. A named (non-detached) actor is
+# garbage-collected as soon as its creator holds no handle, so without this the journal died at
+# once and every StylizeActor silently got a no-op journal (a poisoned image that kills the
+# process then made Ray Data restart the actor forever).
+_LIVE_JOURNALS: dict = {}
+
+
 class CrashJournal:
     """Handle used inside actors; no-ops when Ray is not running (a plain library call)."""
 
@@ -50,12 +57,14 @@ class CrashJournal:
     def create(run_id: str) -> None:
         import ray
 
-        ray.remote(num_cpus=0)(_Journal).options(name=_journal_name(run_id), get_if_exists=True).remote()
+        _LIVE_JOURNALS[run_id] = ray.remote(num_cpus=0)(_Journal).options(
+            name=_journal_name(run_id), get_if_exists=True).remote()
 
     @staticmethod
     def drop(run_id: str) -> None:
         import ray
 
+        _LIVE_JOURNALS.pop(run_id, None)
         try:
             ray.kill(ray.get_actor(_journal_name(run_id)))
         except ValueError:

@@ -33,7 +33,7 @@ from PIL import Image
 
 from stylebatch import images, results, storage
 from stylebatch.pipeline import JobConfig, restyle
-from tests.helpers import ROOT, photo, run_cli, write_manifest, write_photo
+from tests.helpers import ROOT, photo, write_manifest, write_photo
 
 pytestmark = pytest.mark.slow
 
@@ -174,6 +174,13 @@ class _Cli:
             time.sleep(0.2)
         for t in self._readers:
             t.join(timeout=10)
+
+
+def _run_cli(args: list[str], env: dict, timeout: float = 400) -> "_Cli":
+    """Like helpers.run_cli, but a run that hangs is killed with all of its Ray processes."""
+    cli = _Cli(args, env)
+    cli.wait(timeout)
+    return cli
 
 
 def _results_by_id(out: str, run_id: str):
@@ -317,8 +324,8 @@ def test_driver_killed_then_rerun_redoes_only_uncommitted_rows(tmp_path, ray_tmp
     assert r1.image_id.is_unique and (r1.status == "ok").all(), r1[["image_id", "status", "error"]]
     assert 0 < len(committed) < len(ids), committed
 
-    second = run_cli(*args, env=_env(ray_tmp), timeout=400)
-    assert second.returncode == 0, second.stdout + second.stderr
+    second = _run_cli(args, _env(ray_tmp))
+    assert second.proc.returncode == 0, second.output()
     run2 = [r for r in results.list_runs(str(out)) if r != run1]
     assert len(run2) == 1
     r2 = _results_by_id(str(out), run2[0])
@@ -451,19 +458,21 @@ def _check_poison_run(out: Path, rows: list[dict], expect_error: str) -> None:
 def test_model_raising_on_one_image_fails_only_its_row(tmp_path, ray_tmp):
     manifest, rows = _poison_catalog(tmp_path)
     out = tmp_path / "out"
-    run = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "48",
-                  env=_env(ray_tmp, STYLEBATCH_INJECT_FAULT="poison:raise"))
-    assert run.returncode == 1, run.stdout + run.stderr
+    run = _run_cli(["submit", str(manifest), "--output", str(out), "--max-size", "48"],
+                   _env(ray_tmp, STYLEBATCH_INJECT_FAULT="poison:raise"))
+    assert run.proc.returncode == 1, run.output()
     _check_poison_run(out, rows, "injected fault for poison.jpg")
     # All six rows went through the model in one batch (one block, one results part).
     assert len(glob.glob(str(out / PART_GLOB))) == 1
-    assert "poison" in run.stdout and "error 1" in run.stdout
+    stdout = "".join(run.stdout)
+    assert "error poison" in stdout and "error 1" in stdout
 
 
 def test_model_process_exiting_on_one_image_fails_only_its_row(tmp_path, ray_tmp):
     manifest, rows = _poison_catalog(tmp_path)
     out = tmp_path / "out"
-    run = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "48",
-                  env=_env(ray_tmp, STYLEBATCH_INJECT_FAULT="poison:exit"), timeout=400)
-    assert run.returncode == 1, run.stdout + run.stderr
+    # Each crash costs an actor restart (model load); a journal that forgets loops forever.
+    run = _run_cli(["submit", str(manifest), "--output", str(out), "--max-size", "48"],
+                   _env(ray_tmp, STYLEBATCH_INJECT_FAULT="poison:exit"), timeout=300)
+    assert run.proc.returncode == 1, run.output()
     _check_poison_run(out, rows, "crashed")

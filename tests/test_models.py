@@ -511,12 +511,22 @@ def training_data(tmp_path_factory) -> Path:
     return root
 
 
-def _train(training_data: Path, out: Path, *extra: str) -> None:
+# The job reads STYLEBATCH_SHARED_DATA at import time, hence a subprocess; the machine's own
+# Debian wallpapers (an extra content source) are switched off so the run only sees our images.
+_TRAIN_SCRIPT = (
+    "import sys; from pathlib import Path; import jobs.datasets as d; "
+    "d.DEBIAN_NATURE = Path(sys.argv[1]); from jobs.train_decoder import main; main(sys.argv[2:])"
+)
+
+
+def _train(training_data: Path, out: Path, *extra: str) -> str:
     env = dict(os.environ, STYLEBATCH_SHARED_DATA=str(training_data), PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "jobs.train_decoder", "--out", str(out), "--schedule", "32:4", "--batch", "2",
+    cmd = [sys.executable, "-c", _TRAIN_SCRIPT, str(training_data / "no-wallpapers"),
+           "--out", str(out), "--schedule", "32:4", "--batch", "2",
            "--precision", "fp32", "--threads", "1", "--log-every", "1", *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def test_train_decoder_resume_is_exact_and_export_loads(tmp_path, training_data):
@@ -525,12 +535,14 @@ def test_train_decoder_resume_is_exact_and_export_loads(tmp_path, training_data)
     _train(training_data, split, "--stop-after", "2")
     half = torch.load(split / "checkpoint.pt", weights_only=True)
     assert int(half["step"]) == 2
-    _train(training_data, split, "--resume")
+    assert "resumed at step 2" in _train(training_data, split, "--resume")
 
     a = torch.load(straight / "checkpoint.pt", weights_only=True)
     b = torch.load(split / "checkpoint.pt", weights_only=True)
     assert int(a["step"]) == int(b["step"]) == 4
-    assert json.loads(a["record"])["styles"] == [str(training_data / "styles" / f"synthetic_style_{i}.png") for i in (0, 1)]
+    record = json.loads(a["record"])
+    assert record["styles"] == [str(training_data / "styles" / f"synthetic_style_{i}.png") for i in (0, 1)]
+    assert record["content"] == [str(training_data / "photos" / f"synthetic_photo_{i}.png") for i in range(3)]
     for k in a["decoder"]:
         assert torch.equal(a["decoder"][k], b["decoder"][k]), k
     assert not torch.equal(a["decoder"]["convs.conv1_1.weight"], half["decoder"]["convs.conv1_1.weight"])

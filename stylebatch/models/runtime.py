@@ -70,11 +70,13 @@ def check_image(img: np.ndarray, what: str = "image") -> None:
         raise ValueError(f"{what} is empty: {img.shape}")
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad H and W up to a multiple (the encoder downsamples by 8) so nothing is cropped away.
+def pad_to_multiple(x: torch.Tensor, multiple: int = 8, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad H and W up to a multiple (the encoder downsamples by 8) and at least ``min_size`` (the
+    decoder's reflection padding needs a relu4_1 map of 2+ pixels), so nothing is cropped away.
     Reflection keeps the border statistics natural; tiny images fall back to replication."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph = max(-h % multiple, min_size - h)
+    pw = max(-w % multiple, min_size - w)
     if ph == 0 and pw == 0:
         return x, (h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"
