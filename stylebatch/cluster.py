@@ -19,14 +19,15 @@ def project_root() -> Path:
 
 def entrypoint_for(cfg) -> str:
     """``python -m jobs.restyle ...``: the same options as ``stylebatch submit``, run on the cluster."""
-    args = [cfg.manifest, "--output", cfg.output, "--style", cfg.style, "--alpha", str(cfg.alpha),
-            "--quality", cfg.quality, "--format", cfg.output_format, "--jpeg-quality", str(cfg.output_quality),
-            "--max-size", str(cfg.max_size or 0), "--batch-size", str(cfg.batch_size),
+    args = [cfg.manifest, "--output", cfg.output, "--style", cfg.style, "--format", cfg.output_format,
+            "--jpeg-quality", str(cfg.output_quality), "--max-size", str(cfg.max_size or 0), "--batch-size", str(cfg.batch_size),
             "--premium-iterations", str(cfg.premium_iterations), "--device", cfg.device,
             "--precision", cfg.precision, "--gpu", cfg.gpu]
     for flag, value in (("--style-image", cfg.style_image), ("--style-catalog", cfg.style_catalog),
                         ("--encoder-weights", cfg.encoder_weights), ("--decoder-weights", cfg.decoder_weights),
-                        ("--run-id", cfg.run_id), ("--max-actors", cfg.max_actors and str(cfg.max_actors))):
+                        ("--run-id", cfg.run_id), ("--quality", cfg.quality),
+                        ("--alpha", None if cfg.alpha is None else str(cfg.alpha)),
+                        ("--max-actors", cfg.max_actors and str(cfg.max_actors))):
         if value:
             args += [flag, value]
     if cfg.preserve_color:

@@ -8,6 +8,7 @@ The pipeline knows rows and URIs; models know pixels (see ``stylebatch.models``)
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
@@ -42,9 +43,9 @@ class JobConfig:
     style: str = "cyberpunk"
     style_image: Optional[str] = None
     style_catalog: Optional[str] = None
-    alpha: float = 1.0
+    alpha: Optional[float] = None      # None: the style's default (catalog), else 1.0
     preserve_color: bool = False
-    quality: str = "fast"
+    quality: Optional[str] = None      # None: the style's default (catalog), else "fast"
     output_format: str = "jpeg"
     output_quality: int = 90
     max_size: Optional[int] = 1024
@@ -63,9 +64,9 @@ class JobConfig:
 
 
     def validate(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"--alpha must be within [0, 1], got {self.alpha}")
-        if self.quality not in QUALITIES:
+        if self.quality is not None and self.quality not in QUALITIES:
             raise ValueError(f"--quality must be one of {QUALITIES}, got {self.quality!r}")
         if self.output_format not in images.FORMAT_EXTENSIONS:
             raise ValueError(f"--format must be one of {sorted(images.FORMAT_EXTENSIONS)}, got {self.output_format!r}")
@@ -180,8 +181,8 @@ def build_plan(cfg: JobConfig) -> Plan:
         style_name = style_name or cfg.style
         style = resolved[style_name]
         # Precedence: manifest row > command line > style catalog default.
-        alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha != 1.0 else style.alpha)
-        quality = quality or (cfg.quality if cfg.quality != "fast" else style.quality)
+        alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha is not None else style.alpha)
+        quality = quality or cfg.quality or style.quality
         preserve = cfg.preserve_color or style.preserve_color
         out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
         pkey = _params_key(style, alpha, preserve, quality, cfg)
@@ -526,7 +527,8 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
         sub = table.filter(mask)
         names = set(sub.column("style").to_pylist())
         datasets.append(_dataset_for(ray, sub, cfg, run_id, q, {n: plan.styles[n] for n in names}, sizing))
-    metrics = results.RunMetrics()
+    metrics = results.RunMetrics(run_id=run_id,
+                                 started_at=datetime.datetime.fromtimestamp(started, datetime.timezone.utc))
     if datasets:
         ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
