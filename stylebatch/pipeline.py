@@ -265,20 +265,6 @@ def _ragged(arrays: list) -> np.ndarray:
 # Stage 2 (actor pools): the model, loaded once per actor.
 # --------------------------------------------------------------------------------------------
 
-# The encoder downsamples 8x and the decoder reflection-pads its features by 1, which needs at
-# least 2 feature pixels: a side of 8 px or less (a 1x1 pixel, an 8-px-tall banner) made the model
-# raise. Such images are edge-padded to this size for the model and cropped back afterwards.
-_MIN_MODEL_SIDE = 16
-
-
-def _pad_small(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    ph, pw = max(0, _MIN_MODEL_SIDE - h), max(0, _MIN_MODEL_SIDE - w)
-    if not ph and not pw:
-        return img
-    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
-
-
 class StylizeActor:
     """Callable class for ``map_batches``: holds one model (AdaIN for fast, Gatys for premium) and
     the resolved styles. A failure inside a batch is retried image by image so one poisoned image
@@ -310,14 +296,10 @@ class StylizeActor:
         self.node = socket.gethostname() + ":" + str(os.getpid())
 
     def _run_model(self, imgs: list, style, alpha: float, preserve: bool) -> list:
-        sizes = [img.shape[:2] for img in imgs]
-        imgs = [_pad_small(img) for img in imgs]
         if self.quality == "premium":
-            outs = self.model.stylize(imgs, style, iterations=self.premium_iterations, preserve_color=preserve,
+            return self.model.stylize(imgs, style, iterations=self.premium_iterations, preserve_color=preserve,
                                       alpha=alpha)
-        else:
-            outs = self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve, max_batch=self.max_batch)
-        return [o if o.shape[:2] == hw else np.ascontiguousarray(o[:hw[0], :hw[1]]) for o, hw in zip(outs, sizes)]
+        return self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve, max_batch=self.max_batch)
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["image_id"])

@@ -135,10 +135,14 @@ def test_per_row_style_alpha_and_premium_routing(ray_local, tmp_path):
     assert r.loc["a", "style"] == "ink" and r.loc["a", "output_uri"].endswith("/ink/a.jpg")
     assert r.loc["c", "quality"] == "premium" and r.loc["b", "quality"] == "fast"
     outs = {k: np.asarray(Image.open(r.loc[k, "output_uri"])).astype(float) for k in "abc"}
-    src = np.asarray(Image.open(a)).astype(float)
-    # alpha 0 stays close to the content; full-strength styles move far from it.
-    assert np.abs(outs["b"] - src).mean() < np.abs(outs["a"] - src).mean()
-    assert np.abs(outs["c"] - outs["b"]).mean() > 5
+    # alpha 0 from the manifest reached the model: the output is the decoder's reconstruction.
+    from stylebatch.models import AdaINStylizer
+
+    recon = AdaINStylizer().reconstruct([np.asarray(Image.open(b).convert("RGB"))])[0].astype(float)
+    recon_err = np.abs(outs["b"] - recon).mean()  # JPEG noise only
+    assert recon_err < 12
+    assert np.abs(outs["a"] - outs["b"]).mean() > 2 * recon_err
+    assert np.abs(outs["c"] - outs["b"]).mean() > 2 * recon_err
     metrics = results.read_metrics(summary.output, summary.run_id)
     assert metrics["per_quality"]["premium"]["ok"] == 1 and metrics["per_quality"]["fast"]["ok"] == 2
 
