@@ -5,7 +5,12 @@ the crash the same poisoned image would kill every retry. ``CrashJournal`` is a 
 per run that remembers which rows were in flight when a process died:
 
 1. a batch that crashed before is retried one image at a time, each journalled alone;
-2. an image that was in flight *alone* when a process died is failed (status=error), not retried.
+2. an image that was in flight *alone* when a process died gets one more attempt alone (the death
+   may not be its fault: a lost worker node takes its in-flight image down too); if it is in
+   flight alone at a second death it is failed (status=error), not retried.
+
+The journal lives on the driver's node: on any other node, losing that node would lose the
+journal and fail every model batch after it.
 """
 from __future__ import annotations
 
@@ -19,10 +24,14 @@ def _journal_name(run_id: str) -> str:
     return f"stylebatch-crash-journal-{run_id}"
 
 
+_SOLO_DEATHS_TO_FAIL = 2
+
+
 class _Journal:
     def __init__(self):
         self.inflight: set[str] = set()
         self.solo_inflight: set[str] = set()
+        self.solo_deaths: dict[str, int] = {}
 
     def begin(self, keys: list[str]) -> None:
         self.inflight.update(keys)
@@ -34,7 +43,12 @@ class _Journal:
         self.solo_inflight.difference_update(keys)
 
     def crashed_rows(self, keys: list[str]) -> list[str]:
-        return [k for k in keys if k in self.solo_inflight]
+        # A key still solo-in-flight when it is handed out again means the process running it died.
+        for k in keys:
+            if k in self.solo_inflight:
+                self.solo_inflight.discard(k)  # stays in ``inflight``: retried alone
+                self.solo_deaths[k] = self.solo_deaths.get(k, 0) + 1
+        return [k for k in keys if self.solo_deaths.get(k, 0) >= _SOLO_DEATHS_TO_FAIL]
 
     def batch_crashed_before(self, keys: list[str]) -> bool:
         return any(k in self.inflight for k in keys)
@@ -56,9 +70,12 @@ class CrashJournal:
     @staticmethod
     def create(run_id: str) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        # Pinned (hard) to the driver's node; soft affinity still let Ray place it on a worker.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         _LIVE_JOURNALS[run_id] = ray.remote(num_cpus=0)(_Journal).options(
-            name=_journal_name(run_id), get_if_exists=True).remote()
+            name=_journal_name(run_id), get_if_exists=True, scheduling_strategy=here).remote()
 
     @staticmethod
     def drop(run_id: str) -> None:
