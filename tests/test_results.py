@@ -70,7 +70,8 @@ def test_statuses_and_schema():
     assert RESULT_SCHEMA.field("input_width").type == pa.int32()
     assert RESULT_SCHEMA.field("output_bytes").type == pa.int64()
     assert RESULT_SCHEMA.field("model_ms").type == pa.float64()
-    assert len(RESULT_SCHEMA) == 21
+    assert len(RESULT_SCHEMA) == 22
+    assert RESULT_SCHEMA.field("worker").type == pa.string()
 
 
 def test_run_ids_are_sortable_and_safe():
