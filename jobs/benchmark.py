@@ -57,7 +57,9 @@ def bare_model(paths: list[Path], style_name: str, batch: int) -> float:
     t0 = time.perf_counter()
     for i in range(0, len(arrays), batch):
         model.stylize(arrays[i:i + batch], style, max_batch=batch)
-    return len(arrays) / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    print(f"  bare per image: model {elapsed / len(arrays) * 1000:.0f} ms")
+    return len(arrays) / elapsed
 
 
 def end_to_end(paths: list[Path], style_name: str, batch: int, size: int, out: Path) -> tuple[float, float]:
@@ -71,6 +73,8 @@ def end_to_end(paths: list[Path], style_name: str, batch: int, size: int, out: P
     assert (rows.status == "ok").all(), rows.error.dropna().tolist()[:3]
     (t_first, n_first), (t_last, n_last) = ticks[0], ticks[-1]
     steady = (n_last - n_first) / max(1e-9, t_last - t_first)
+    print(f"  end-to-end per image: model {rows.model_ms.mean():.0f} ms, read {rows.read_ms.mean():.0f} ms, "
+          f"write {rows.write_ms.mean():.0f} ms; {len(ticks)} batches committed")
     return steady, summary.metrics["images_per_s"]
 
 

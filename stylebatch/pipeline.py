@@ -30,7 +30,6 @@ from .faults import CrashJournal, maybe_inject_fault
 log = logging.getLogger(__name__)
 
 QUALITIES = ("fast", "premium")
-_PLAN_BLOCK_ROWS = 16  # rows per Ray Data block: small blocks keep images flowing and memory flat
 _MAX_SOURCE_BYTES = 256 * 1024 * 1024
 
 
@@ -463,7 +462,10 @@ def _init_ray(address: Optional[str]):
 
 def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, quality: str, styles_by_name: dict,
                  sizing: PoolSizing):
-    blocks = [table.slice(i, _PLAN_BLOCK_ROWS) for i in range(0, table.num_rows, _PLAN_BLOCK_ROWS)]
+    # One block per model batch: images flow through the stages batch by batch (memory stays flat,
+    # results commit as each batch finishes) instead of waiting for bigger blocks to fill.
+    rows = cfg.batch_size if quality == "fast" else 2
+    blocks = [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(fetch_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
                         fn_kwargs={"max_size": cfg.max_size, "max_pixels": cfg.max_pixels, "run_id": run_id})
