@@ -237,6 +237,6 @@ def _shrink(img: np.ndarray, max_size: int) -> np.ndarray:
     if max(h, w) <= max_size:
         return img
     scale = max_size / max(h, w)
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()  # copy: style arrays are read-only
     t = F.interpolate(t, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
     return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
