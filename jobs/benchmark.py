@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -79,6 +80,9 @@ def end_to_end(paths: list[Path], style_name: str, batch: int, size: int, out: P
 
 
 def main(argv=None) -> None:
+    # Ray starts its workers at nice 15; on a shared machine anything else running would then starve
+    # the model actor while the bare model (nice 0) is unaffected. Compare like with like.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--size", type=int, default=512)

