@@ -72,8 +72,9 @@ def test_loss_decreases_with_iterations(gatys):
     losses = []
     outs = {n: gatys.stylize([content], STRIPES, iterations=n, **_fast(callback=(
         (lambda p: losses.append(p.loss)) if n == 12 else None)))[0] for n in (0, 4, 12)}
-    # The optimiser's own trace goes down overall, and so does the score of the returned images.
-    assert len(losses) == 12
+    # The optimiser's own trace goes down (line-search trial points may sit above the previous
+    # iterate, so compare ends), and so does the score of the returned images.
+    assert 12 <= len(losses) <= 15
     assert losses[-1] < 0.5 * losses[0]
     scores = [_score(gatys, content, outs[n], STRIPES) for n in (0, 4, 12)]
     assert scores[0] > scores[1] > scores[2], scores
@@ -108,17 +109,20 @@ def test_same_seed_same_output_different_seed_differs(gatys):
 
 def test_multi_style_weights(gatys):
     content = _content(40, 40)
-    single = gatys.stylize([content], STRIPES, iterations=6, **_fast())[0]
-    one_zero = StyleSpec("test-mix-1-0", (_stripes(), _blue_checks()), (1.0, 0.0))
-    half = StyleSpec("test-mix-half", (_stripes(), _blue_checks()), (0.5, 0.5))
-    other = StyleSpec("test-mix-0-1", (_stripes(), _blue_checks()), (0.0, 3.0))  # weights are normalised
-    np.testing.assert_array_equal(gatys.stylize([content], one_zero, iterations=6, **_fast())[0], single)
-    mixed = gatys.stylize([content], half, iterations=6, **_fast())[0]
-    assert np.abs(mixed.astype(int) - single.astype(int)).mean() > 1.0
-    # A blend sits between its parts: its blue share lies between the pure styles' ones.
-    checks = gatys.stylize([content], other, iterations=6, **_fast())[0]
-    blue = [im[..., 2].astype(float).mean() - im[..., 0].astype(float).mean() for im in (single, mixed, checks)]
-    assert blue[0] < blue[1] < blue[2], blue
+    run = lambda style: gatys.stylize([content], style, iterations=6, **_fast())[0]  # noqa: E731
+    stripes, checks = run(STRIPES), run(CHECKS)
+    both = (_stripes(), _blue_checks())
+    # Weight (1, 0) is exactly the first style alone; weights are normalised, so (0, 3) is the second.
+    np.testing.assert_array_equal(run(StyleSpec("test-mix-1-0", both, (1.0, 0.0))), stripes)
+    np.testing.assert_array_equal(run(StyleSpec("test-mix-0-3", both, (0.0, 3.0))), checks)
+    mixed = run(StyleSpec("test-mix-half", both, (0.5, 0.5)))
+    differs = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean() > 1.0  # noqa: E731
+    assert differs(mixed, stripes) and differs(mixed, checks)
+    # The blend's target is the weighted sum of the Gram matrices.
+    g_mix = gatys.style_grams(StyleSpec("test-mix-half", both, (0.5, 0.5)))
+    g_a, g_b = gatys.style_grams(STRIPES), gatys.style_grams(CHECKS)
+    for layer in g_mix:
+        torch.testing.assert_close(g_mix[layer], 0.5 * g_a[layer] + 0.5 * g_b[layer])
 
 
 def _cbcr(img: np.ndarray) -> np.ndarray:
