@@ -3,6 +3,8 @@
     python -m jobs.train_decoder --out .train/run1 --schedule 128:4000,192:2000
     python -m jobs.train_decoder --out .train/run1 --resume          # continues where it stopped
     python -m jobs.train_decoder --out .train/run1 --export stylebatch/models/weights/adain_decoder_vgg19.pt
+    python -m jobs.train_decoder --out .train/run2 --init-from .train/run1/checkpoint.pt --style-weight 100
+                                                                       # a new run from run1's decoder
 
 Loss (Huang & Belongie 2017): MSE(relu4_1(decoder(t)), t) with t = AdaIN(content, style), plus
 style_weight * sum over relu1_1..relu4_1 of MSE(channel means) + MSE(channel stds).
@@ -111,11 +113,35 @@ def export(ckpt_path: Path, out_path: Path) -> None:
     print(f"exported step {int(state['step'])} -> {out_path} ({out_path.stat().st_size / 1e6:.2f} MB)")
 
 
+def _load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        sys.exit(f"--init-from: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return {"decoder": state["decoder"], "step": int(state["step"]), "record": json.loads(state["record"])}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        sys.exit(f"--init-from: {path} is not a train_decoder checkpoint ({type(exc).__name__}: {exc})")
+
+
+def parent_record(path: Path) -> dict:
+    """What a run started from: the earlier run's configuration, step and its own ancestry, so the
+    shipped weights' record says how they were made end to end."""
+    parent = _load_checkpoint(path)
+    rec = parent["record"]
+    info = {"checkpoint": str(path), "step": parent["step"], "config": rec["config"],
+            "last_history": rec["history"][-1:] if rec.get("history") else []}
+    if "init_from" in rec:
+        info["init_from"] = rec["init_from"]
+    return info
+
+
 def train(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     torch.set_num_threads(args.threads)
+    if args.resume and args.init_from:
+        sys.exit("--resume continues this run's own checkpoint; --init-from starts a new run: give one")
     if args.resume:
         if not ckpt_path.exists():
             sys.exit(f"--resume: no checkpoint at {ckpt_path}")
@@ -135,6 +161,8 @@ def train(args) -> None:
             "loss": "MSE(relu4_1(out), AdaIN target) + style_weight * sum_{relu1_1..relu4_1} MSE(mean)+MSE(std)",
             "history": [],
         }
+        if args.init_from:
+            record["init_from"] = parent_record(Path(args.init_from))
     if not record["content"] or not record["styles"]:
         sys.exit(f"no training images found under {datasets.SHARED_DATA} (photos/, styles/)")
     schedule = parse_schedule(cfg["schedule"])
@@ -155,6 +183,10 @@ def train(args) -> None:
         rng.setstate(_tuple_state(json.loads(state["py_rng"])))
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at step {step}")
+    elif args.init_from:
+        # Weights only: a new run with its own configuration, a fresh optimizer and step 0.
+        decoder.load_state_dict(_load_checkpoint(Path(args.init_from))["decoder"])
+        print(f"decoder initialised from {args.init_from} (step {record['init_from']['step']})")
 
     content_imgs = load_images(record["content"], 320)
     style_imgs = load_images(record["styles"], 320)
@@ -216,6 +248,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt lives here")
     p.add_argument("--resume", action="store_true", help="continue exactly where the run in --out stopped")
+    p.add_argument("--init-from", help="a new run that starts from the decoder in this checkpoint.pt")
     p.add_argument("--schedule", default="128:4000,192:3000,256:3000", help="crop:steps phases")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-4)

@@ -562,3 +562,40 @@ def test_train_decoder_resume_is_exact_and_export_loads(tmp_path, training_data)
     loaded = load_decoder(str(exported))
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, b["decoder"][k].half().float()), k
+
+
+def _train_fails(training_data: Path, out: Path, *extra: str) -> str:
+    env = dict(os.environ, STYLEBATCH_SHARED_DATA=str(training_data), PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-c", _TRAIN_SCRIPT, str(training_data / "no-wallpapers"), "--out", str(out), *extra]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    return proc.stderr
+
+
+def test_train_decoder_init_from_starts_a_new_run_from_earlier_weights(tmp_path, training_data):
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    _train(training_data, parent)
+    # lr 0: Adam leaves the weights as loaded, so the child's decoder must be the parent's exactly.
+    out = _train(training_data, child, "--init-from", str(parent / "checkpoint.pt"), "--schedule", "32:1",
+                 "--lr", "0", "--style-weight", "80")
+    assert "initialised from" in out and "(step 4)" in out
+    a = torch.load(parent / "checkpoint.pt", weights_only=True)
+    b = torch.load(child / "checkpoint.pt", weights_only=True)
+    assert int(b["step"]) == 1
+    for k in a["decoder"]:
+        assert torch.equal(a["decoder"][k], b["decoder"][k]), k
+    record = json.loads(b["record"])
+    assert record["config"]["style_weight"] == 80.0
+    assert record["init_from"]["step"] == 4
+    assert record["init_from"]["config"] == json.loads(a["record"])["config"]
+    assert record["init_from"]["checkpoint"] == str(parent / "checkpoint.pt")
+
+
+def test_train_decoder_init_from_errors_are_clear(tmp_path, training_data):
+    run = tmp_path / "run"
+    assert "no checkpoint at" in _train_fails(training_data, run, "--init-from", str(tmp_path / "missing.pt"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert "is not a train_decoder checkpoint" in _train_fails(training_data, run, "--init-from", str(junk))
+    assert "give one" in _train_fails(training_data, run, "--init-from", str(junk), "--resume")
+    assert not (run / "checkpoint.pt").exists()
