@@ -75,7 +75,7 @@ class Scorer:
 
     @torch.inference_mode()
     def features(self, img: np.ndarray) -> dict[str, torch.Tensor]:
-        x = torch.from_numpy(np.array(img)).to(self.device)  # a writable copy.permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(img)).to(self.device).permute(2, 0, 1)[None].float() / 255.0  # np.array: writable copy
         return self.vgg(x, GRAM_LAYERS)
 
     def content_target(self, img: np.ndarray) -> torch.Tensor:
