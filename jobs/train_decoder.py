@@ -123,10 +123,9 @@ def _load_checkpoint(path: Path) -> dict:
         sys.exit(f"--init-from: {path} is not a train_decoder checkpoint ({type(exc).__name__}: {exc})")
 
 
-def parent_record(path: Path) -> dict:
+def parent_record(path: Path, parent: dict) -> dict:
     """What a run started from: the earlier run's configuration, step and its own ancestry, so the
     shipped weights' record says how they were made end to end."""
-    parent = _load_checkpoint(path)
     rec = parent["record"]
     info = {"checkpoint": str(path), "step": parent["step"], "config": rec["config"],
             "last_history": rec["history"][-1:] if rec.get("history") else []}
@@ -142,6 +141,7 @@ def train(args) -> None:
     torch.set_num_threads(args.threads)
     if args.resume and args.init_from:
         sys.exit("--resume continues this run's own checkpoint; --init-from starts a new run: give one")
+    parent = None
     if args.resume:
         if not ckpt_path.exists():
             sys.exit(f"--resume: no checkpoint at {ckpt_path}")
@@ -162,7 +162,8 @@ def train(args) -> None:
             "history": [],
         }
         if args.init_from:
-            record["init_from"] = parent_record(Path(args.init_from))
+            parent = _load_checkpoint(Path(args.init_from))
+            record["init_from"] = parent_record(Path(args.init_from), parent)
     if not record["content"] or not record["styles"]:
         sys.exit(f"no training images found under {datasets.SHARED_DATA} (photos/, styles/)")
     schedule = parse_schedule(cfg["schedule"])
@@ -183,9 +184,9 @@ def train(args) -> None:
         rng.setstate(_tuple_state(json.loads(state["py_rng"])))
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at step {step}")
-    elif args.init_from:
+    elif parent is not None:
         # Weights only: a new run with its own configuration, a fresh optimizer and step 0.
-        decoder.load_state_dict(_load_checkpoint(Path(args.init_from))["decoder"])
+        decoder.load_state_dict(parent["decoder"])
         print(f"decoder initialised from {args.init_from} (step {record['init_from']['step']})")
 
     content_imgs = load_images(record["content"], 320)

@@ -519,12 +519,15 @@ _TRAIN_SCRIPT = (
 )
 
 
-def _train(training_data: Path, out: Path, *extra: str) -> str:
+def _run_train(training_data: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, STYLEBATCH_SHARED_DATA=str(training_data), PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-c", _TRAIN_SCRIPT, str(training_data / "no-wallpapers"),
-           "--out", str(out), "--schedule", "32:4", "--batch", "2",
-           "--precision", "fp32", "--threads", "1", "--log-every", "1", *extra]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-c", _TRAIN_SCRIPT, str(training_data / "no-wallpapers"), "--out", str(out), *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _train(training_data: Path, out: Path, *extra: str) -> str:
+    proc = _run_train(training_data, out, "--schedule", "32:4", "--batch", "2", "--precision", "fp32",
+                      "--threads", "1", "--log-every", "1", *extra)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -565,9 +568,7 @@ def test_train_decoder_resume_is_exact_and_export_loads(tmp_path, training_data)
 
 
 def _train_fails(training_data: Path, out: Path, *extra: str) -> str:
-    env = dict(os.environ, STYLEBATCH_SHARED_DATA=str(training_data), PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-c", _TRAIN_SCRIPT, str(training_data / "no-wallpapers"), "--out", str(out), *extra]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = _run_train(training_data, out, *extra)
     assert proc.returncode != 0
     return proc.stderr
 
