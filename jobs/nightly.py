@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--premium-iterations", type=int, help="Gatys iterations for premium rows")
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", help="auto, fp32, bf16 or fp16 (CUDA)")
-    p.add_argument("--encoder-weights", help="pytorch-AdaIN vgg_normalised.pth")
-    p.add_argument("--decoder-weights", help="pytorch-AdaIN decoder.pth (with --encoder-weights)")
+    p.add_argument("--encoder-weights", help="pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)")
+    p.add_argument("--decoder-weights", help="a decoder exported by jobs.train_decoder, or pytorch-AdaIN "
+                   "decoder.pth (with --encoder-weights)")
     p.add_argument("--run-id", help="name of this run (default: timestamp)")
     return p
 

@@ -17,6 +17,8 @@ app.add_typer(manifest_app, name="manifest")
 app.add_typer(styles_app, name="styles")
 
 DEFAULT_OUTPUT = "stylebatch-output"
+ENCODER_WEIGHTS_HELP = "pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)"
+DECODER_WEIGHTS_HELP = "a decoder exported by jobs.train_decoder, or pytorch-AdaIN decoder.pth (with --encoder-weights)"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -104,8 +106,8 @@ def submit(
     precision: str = typer.Option("auto", help="auto, fp32, bf16 or fp16 (CUDA)"),
     gpu: str = typer.Option("auto", help="auto (GPUs Ray reports now), always (autoscaling GPU clusters), never"),
     max_actors: Optional[int] = typer.Option(None, help="upper bound on model actors per pool"),
-    encoder_weights: Optional[str] = typer.Option(None, help="pytorch-AdaIN vgg_normalised.pth"),
-    decoder_weights: Optional[str] = typer.Option(None, help="pytorch-AdaIN decoder.pth (with --encoder-weights)"),
+    encoder_weights: Optional[str] = typer.Option(None, help=ENCODER_WEIGHTS_HELP),
+    decoder_weights: Optional[str] = typer.Option(None, help=DECODER_WEIGHTS_HELP),
     run_id: Optional[str] = typer.Option(None, help="name of this run (default: timestamp)"),
 ):
     """Restyle every image in MANIFEST and write outputs, per-row results and run metrics."""
@@ -199,8 +201,8 @@ def stylize(
     max_size: int = typer.Option(1024),
     device: str = typer.Option("auto"),
     precision: str = typer.Option("auto"),
-    encoder_weights: Optional[str] = typer.Option(None),
-    decoder_weights: Optional[str] = typer.Option(None),
+    encoder_weights: Optional[str] = typer.Option(None, help=ENCODER_WEIGHTS_HELP),
+    decoder_weights: Optional[str] = typer.Option(None, help=DECODER_WEIGHTS_HELP),
 ):
     """Stylize one image (no Ray): for trying a style."""
     from .single import stylize_one

@@ -146,12 +146,13 @@ def _check_weights(cfg: JobConfig) -> None:
     Weights-only loading never executes pickled code."""
     if not (cfg.encoder_weights or cfg.decoder_weights):
         return
-    if not (cfg.encoder_weights and cfg.decoder_weights):
-        raise ValueError("give both --encoder-weights and --decoder-weights (a decoder only fits its own encoder)")
+    from .models.adain import check_weights_pair, decoder_layout
     from .models.checkpoints import load_state_dict_file
 
-    for path in (cfg.encoder_weights, cfg.decoder_weights):
-        load_state_dict_file(path)
+    if cfg.encoder_weights:
+        load_state_dict_file(cfg.encoder_weights)
+    layout = decoder_layout(load_state_dict_file(cfg.decoder_weights)) if cfg.decoder_weights else None
+    check_weights_pair(cfg.encoder_weights, cfg.decoder_weights, layout)
 
 
 def build_plan(cfg: JobConfig) -> Plan:

