@@ -9,8 +9,7 @@
 Loss (Huang & Belongie 2017): MSE(relu4_1(decoder(t)), t) with t = AdaIN(content, style), plus
 style_weight * sum over relu1_1..relu4_1 of MSE(channel means) + MSE(channel stds).
 CPU economy: the style targets come from a bank of precomputed crop statistics (one VGG pass per
-step saved), bf16 autocast on the convolutions, channels_last, small crops first. With few paintings,
-``--style-augment`` widens the bank with recoloured and rotated crops.
+step saved), bf16 autocast on the convolutions, channels_last, small crops first.
 """
 from __future__ import annotations
 
@@ -82,45 +81,13 @@ def random_crops(images, n: int, crop: int, rng: random.Random) -> torch.Tensor:
     return torch.cat(batch).contiguous(memory_format=torch.channels_last)
 
 
-# RGB <-> YIQ (NTSC): Y is luma, (I, Q) the chroma plane that a hue rotation turns.
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-
-
-def recolour(x: torch.Tensor, angles: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
-    """Turn each image's hue by ``angles`` (radians) and scale its chroma by ``saturation``, luma kept;
-    x is N,3,H,W RGB in [0, 1]."""
-    cos, sin = angles.cos() * saturation, angles.sin() * saturation
-    chroma = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # N,2,2
-    turn = torch.eye(3).repeat(len(x), 1, 1)
-    turn[:, 1:, 1:] = chroma
-    m = _YIQ_TO_RGB @ turn @ _RGB_TO_YIQ
-    return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
-
-
-def augment_styles(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """New paintings from the few we have: a random hue turn, chroma scale and quarter-turn per crop.
-    15 training paintings are too few for a decoder to learn how colour and texture statistics map to
-    pixels (held-out paintings came out in near-identical palettes); recoloured, rotated crops give
-    it statistics no painting in the set has."""
-    n = len(x)
-    angles = torch.tensor([rng.uniform(0, 2 * np.pi) for _ in range(n)])
-    saturation = torch.tensor([rng.uniform(0.6, 1.5) for _ in range(n)])
-    x = recolour(x, angles, saturation)
-    return torch.stack([xi.rot90(rng.randrange(4), dims=(1, 2)) for xi in x]).contiguous(memory_format=torch.channels_last)
-
-
-def build_style_bank(encoder, styles, crop: int, rng: random.Random, precision: str, augment: bool = False):
-    """Statistics of STYLE_BANK_CROPS crops of each style (as many again, recoloured and rotated, with
-    ``augment``): list of {layer: (mean, std)}."""
+def build_style_bank(encoder, styles, crop: int, rng: random.Random, precision: str):
+    """Statistics of STYLE_BANK_CROPS crops of each style: list of {layer: (mean, std)}."""
     bank = []
     device = torch.device("cpu")
-    rounds = STYLE_BANK_CROPS * (2 if augment else 1)
     with torch.inference_mode():
-        for r in range(rounds):
+        for _ in range(STYLE_BANK_CROPS):
             x = random_crops(styles, len(styles), crop, rng)
-            if r >= STYLE_BANK_CROPS:
-                x = augment_styles(x, rng)
             with runtime.autocast(device, precision):
                 feats = encoder(x, ADAIN_STYLE_LAYERS)
             stats = {k: mean_std(v) for k, v in feats.items()}
@@ -183,8 +150,7 @@ def train(args) -> None:
         cfg = record["config"]
     else:
         state = None
-        cfg = {k: getattr(args, k) for k in ("schedule", "batch", "lr", "lr_decay", "style_weight", "seed", "precision",
-                                             "style_augment")}
+        cfg = {k: getattr(args, k) for k in ("schedule", "batch", "lr", "lr_decay", "style_weight", "seed", "precision")}
         record = {
             "config": cfg,
             "content": [str(p) for p in datasets.training_content()],
@@ -233,8 +199,7 @@ def train(args) -> None:
         crop = crop_at(step, schedule)
         if crop != bank_crop:
             # The bank depends only on the crop size and a seed derived from it: resumes rebuild it identically.
-            bank = build_style_bank(encoder, style_imgs, crop, random.Random(cfg["seed"] * 1000 + crop), precision,
-                                    augment=cfg.get("style_augment", False))  # older runs predate the option
+            bank = build_style_bank(encoder, style_imgs, crop, random.Random(cfg["seed"] * 1000 + crop), precision)
             bank_crop = crop
         lr = cfg["lr"] / (1.0 + cfg["lr_decay"] * step)
         for g in opt.param_groups:
@@ -290,8 +255,6 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--lr-decay", type=float, default=1e-4)
     p.add_argument("--style-weight", type=float, default=25.0)
-    p.add_argument("--style-augment", action="store_true",
-                   help="add recoloured (hue, saturation) and quarter-turned copies of the style crops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--threads", type=int, default=os.cpu_count())
