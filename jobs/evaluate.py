@@ -114,14 +114,15 @@ class Runner:
 
     def adain(self):
         if self._adain is None:
-            from stylebatch.models import AdaINStylizer
+            from stylebatch.models import AdaINStylizer, WeightsError
 
             try:
                 self._adain = AdaINStylizer(device=self.args.device, precision=self.args.precision,
                                             encoder_weights=self.args.encoder_weights,
                                             decoder_weights=self.args.decoder_weights)
-            except ValueError as exc:  # WeightsError included
-                sys.exit(f"cannot load the AdaIN model: {exc}\n(train and export one with jobs.train_decoder --export)")
+            except ValueError as exc:  # an unusable file (WeightsError) or a mismatched pair
+                hint = "\n(train and export one with jobs.train_decoder --export)" if isinstance(exc, WeightsError) else ""
+                sys.exit(f"cannot load the AdaIN model: {exc}{hint}")
         return self._adain
 
     def gatys(self):

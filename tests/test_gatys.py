@@ -166,12 +166,7 @@ def test_invalid_arguments_name_the_argument(gatys, kwargs, name):
         gatys.stylize([_content(16, 16)], STRIPES, **kwargs)
 
 
-def test_adain_init_when_decoder_weights_exist(gatys):
-    from stylebatch.models.adain import default_decoder_path
-    import os
-
-    if not os.path.exists(default_decoder_path()):
-        pytest.skip("shipped AdaIN decoder weights not present (run jobs.train_decoder --export)")
+def test_adain_init_when_decoder_weights_exist(gatys, shipped_decoder):
     content = _content(40, 56)
     start = gatys.stylize([content], STRIPES, iterations=0, init="adain", coarse_to_fine=False)[0]
     np.testing.assert_array_equal(start, gatys.adain.stylize([content], STRIPES)[0])

