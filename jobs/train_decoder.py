@@ -29,6 +29,7 @@ from jobs import datasets
 from stylebatch.models import runtime
 from stylebatch.models.adain import AdaINDecoder, adain
 from stylebatch.models.losses import mean_std, mean_std_loss
+from stylebatch.models.network_training import random_crops
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
 
 STYLE_BANK_CROPS = 24  # precomputed style crops per style image per crop size
@@ -62,23 +63,6 @@ def load_images(paths, short_side: int) -> list[torch.Tensor]:
                        Image.LANCZOS)
         out.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
     return out
-
-
-def random_crops(images, n: int, crop: int, rng: random.Random) -> torch.Tensor:
-    """n random square crops of random scale (crop..shorter side), resized to crop, random flips."""
-    batch = []
-    for _ in range(n):
-        img = images[rng.randrange(len(images))]
-        h, w = img.shape[1:]
-        size = rng.randint(crop, min(h, w))
-        y, x = rng.randint(0, h - size), rng.randint(0, w - size)
-        patch = img[:, y:y + size, x:x + size].float().unsqueeze(0) / 255.0
-        if size != crop:
-            patch = torch.nn.functional.interpolate(patch, size=(crop, crop), mode="area")
-        if rng.random() < 0.5:
-            patch = patch.flip(-1)
-        batch.append(patch)
-    return torch.cat(batch).contiguous(memory_format=torch.channels_last)
 
 
 def build_style_bank(encoder, styles, crop: int, rng: random.Random, precision: str):
@@ -172,7 +156,8 @@ def train(args) -> None:
     device = torch.device("cpu")
 
     torch.manual_seed(cfg["seed"])  # before the decoder exists: its initial weights come from this seed
-    encoder = load_vgg19(last_layer=ADAIN_CONTENT_LAYER).to(memory_format=torch.channels_last)
+    # Reflection padding, as AdaINStylizer encodes (zero padding drew frames round every output).
+    encoder = load_vgg19(last_layer=ADAIN_CONTENT_LAYER, padding="reflect").to(memory_format=torch.channels_last)
     decoder = AdaINDecoder().to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg["lr"])
     rng = random.Random(cfg["seed"])

@@ -69,7 +69,7 @@ def _run_job(cfg, dry_run: bool) -> None:
     from . import pipeline
 
     try:
-        plan = pipeline.build_plan(cfg)
+        plan = pipeline.build_plan(cfg, train_styles=not dry_run)
     except _user_errors() as exc:
         _fail(str(exc))
     if dry_run:
@@ -109,6 +109,9 @@ def submit(
     encoder_weights: Optional[str] = typer.Option(None, help=ENCODER_WEIGHTS_HELP),
     decoder_weights: Optional[str] = typer.Option(None, help=DECODER_WEIGHTS_HELP),
     run_id: Optional[str] = typer.Option(None, help="name of this run (default: timestamp)"),
+    train_style: bool = typer.Option(False, help="first train a network for --style-image (one Ray task; cached "
+                                     "under OUTPUT/_styles/ and reused by later runs), then run the catalog with it"),
+    train_steps: int = typer.Option(1000, help="--train-style: training steps"),
 ):
     """Restyle every image in MANIFEST and write outputs, per-row results and run metrics."""
     from .pipeline import JobConfig
@@ -118,7 +121,8 @@ def submit(
                     output_format=fmt, output_quality=jpeg_quality, max_size=max_size or None, overwrite=overwrite,
                     batch_size=batch_size, premium_iterations=premium_iterations, device=device,
                     precision=precision, encoder_weights=encoder_weights, decoder_weights=decoder_weights,
-                    run_id=run_id, gpu=gpu, max_actors=max_actors)
+                    run_id=run_id, gpu=gpu, max_actors=max_actors, train_style=train_style,
+                    train_steps=train_steps)
     if address and address.startswith(("http://", "https://")) and not dry_run:
         from .cluster import submit_job
 
@@ -186,6 +190,33 @@ def styles_show(name: str, out: str = typer.Option(None, "-o", "--output", help=
     target = out or f"{name}.png"
     storage.write_bytes(target, images.encode_image(style.images[0], fmt="png"))
     typer.echo(f"wrote {target}")
+
+
+@styles_app.command("train")
+def styles_train(
+    name: str = typer.Argument(..., help="the style's name inside the network file"),
+    image: str = typer.Option(..., help="style image: preset name, path, file:// or s3://"),
+    out: str = typer.Option(..., "-o", "--output", help="network file to write (local or s3://)"),
+    content: Optional[str] = typer.Option(None, help="folder, S3 prefix or Parquet manifest of content photos "
+                                          "(default: scikit-image's photos + ../shared/data/photos)"),
+    steps: int = typer.Option(1000, help="training steps"),
+    resume: bool = typer.Option(False, help="continue from OUTPUT.ckpt"),
+    init_from: Optional[str] = typer.Option(None, help="start from this network file's convolutions "
+                                            "(e.g. the shipped presets: far fewer steps)"),
+    device: str = typer.Option("auto"),
+    precision: str = typer.Option("auto"),
+):
+    """Train a feed-forward network for one style image; use it with a catalog entry's `network:`."""
+    from .models.network_training import TrainConfig
+    from .train_style import train_style_network
+
+    try:
+        train_style_network({name: image}, out, content=content, config=TrainConfig(steps=steps), resume=resume,
+                            init_from=init_from, device=device, precision=precision,
+                            progress=lambda line: typer.echo(line, err=True))
+    except _user_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {out}")
 
 
 @app.command()

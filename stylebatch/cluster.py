@@ -9,7 +9,7 @@ from pathlib import Path
 from . import storage
 
 # Never shipped to the cluster: environments, checkouts, training runs, local outputs.
-_EXCLUDES = [".venv", ".git", ".train", "stylebatch-output", "stylebatch-demo", "**/__pycache__", ".pytest_cache"]
+_EXCLUDES = [".venv", ".git", ".train", ".eval", ".eval_cache", "stylebatch-output", "stylebatch-demo", "**/__pycache__", ".pytest_cache"]
 
 
 def project_root() -> Path:
@@ -27,13 +27,16 @@ def entrypoint_for(cfg) -> str:
                         ("--encoder-weights", cfg.encoder_weights), ("--decoder-weights", cfg.decoder_weights),
                         ("--run-id", cfg.run_id), ("--quality", cfg.quality),
                         ("--alpha", None if cfg.alpha is None else str(cfg.alpha)),
-                        ("--max-actors", cfg.max_actors and str(cfg.max_actors))):
+                        ("--max-actors", cfg.max_actors and str(cfg.max_actors)),
+                        ("--train-steps", cfg.train_style and str(cfg.train_steps))):
         if value:
             args += [flag, value]
     if cfg.preserve_color:
         args.append("--preserve-color")
     if cfg.overwrite:
         args.append("--overwrite")
+    if cfg.train_style:
+        args.append("--train-style")
     return "python -m jobs.restyle " + " ".join(shlex.quote(a) for a in args)
 
 

@@ -1,7 +1,7 @@
 """The Ray Data plan: manifest rows -> fetch+decode tasks -> model actor pools -> write tasks -> results.
 
 Reading order for a newcomer: ``restyle`` (driver), then the three stages it chains:
-``fetch_batch`` (tasks), ``StylizeActor`` (actor pools, one per quality) and ``write_batch`` (tasks).
+``fetch_batch`` (tasks), ``StylizeActor`` (actor pools, one per model kind) and ``write_batch`` (tasks).
 Rows never fail a block: each stage catches per row and records ``status="error"``.
 The pipeline knows rows and URIs; models know pixels (see ``stylebatch.models``).
 """
@@ -26,10 +26,11 @@ import pyarrow.compute as pc
 
 from . import images, manifest, results, storage, styles
 from .faults import CrashJournal, maybe_inject_fault
+from .models import registry
+from .models.registry import QUALITIES
 
 log = logging.getLogger(__name__)
 
-QUALITIES = ("fast", "premium")
 _MAX_SOURCE_BYTES = 256 * 1024 * 1024
 
 
@@ -60,6 +61,15 @@ class JobConfig:
     ray_address: Optional[str] = None
     max_actors: Optional[int] = None
     gpu: str = "auto"  # auto: use GPUs Ray reports now; always: request them (autoscaling clusters); never
+    train_style: bool = False          # --style-image: first train a network for it (cached under the output)
+    train_steps: int = 1000            # --train-style: training steps (from the shipped presets' network)
+    style_network: Optional[str] = None  # a network file for --style-image (set by --train-style)
+
+    def model_options(self) -> registry.ModelOptions:
+        return registry.ModelOptions(device=self.device, precision=self.precision,
+                                     encoder_weights=self.encoder_weights, decoder_weights=self.decoder_weights,
+                                     premium_iterations=self.premium_iterations, max_batch=self.batch_size,
+                                     read_bytes=storage.read_bytes)
 
 
     def validate(self) -> None:
@@ -77,6 +87,10 @@ class JobConfig:
             raise ValueError(f"--gpu must be auto, always or never, got {self.gpu!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.train_style and not self.style_image:
+            raise ValueError("--train-style trains a network for --style-image: give the style image")
+        if self.train_steps < 1:
+            raise ValueError(f"--train-steps must be positive, got {self.train_steps}")
         storage.parse_uri(self.output)
 
 
@@ -104,22 +118,29 @@ class Plan:
     counts: dict = field(default_factory=dict)
 
 
-def _params_key(style: styles.ResolvedStyle, alpha: float, preserve: bool, quality: str, cfg: JobConfig) -> str:
+def _params_key(style: styles.ResolvedStyle, alpha: float, preserve: bool, quality: str, cfg: JobConfig,
+                kind: str) -> str:
     """Everything that changes the output pixels; a change means the row is redone."""
     parts = [style.key, f"{alpha:.4f}", str(bool(preserve)), quality, cfg.output_format, str(cfg.output_quality),
-             str(cfg.max_size), _model_id(cfg, quality)]
+             str(cfg.max_size), _model_id(cfg, kind, style)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _model_id(cfg: JobConfig, quality: str) -> str:
+def _file_id(uri: str) -> str:
+    try:
+        return storage.stat(uri).fingerprint[:12]
+    except storage.StorageError:
+        return os.path.basename(uri)
+
+
+def _model_id(cfg: JobConfig, kind: str, style: styles.ResolvedStyle) -> str:
+    """The weights that make a row's pixels: a retrained network or a new decoder redoes the rows."""
     from .models.adain import default_decoder_path
 
-    decoder = cfg.decoder_weights or default_decoder_path()
-    try:
-        ident = storage.stat(decoder).fingerprint[:12]
-    except storage.StorageError:
-        ident = os.path.basename(decoder)
-    return f"{ident}" + (f"-gatys{cfg.premium_iterations}" if quality == "premium" else "")
+    if kind == "network":
+        return f"network-{_file_id(style.network)}-{style.network_style or ''}"
+    ident = _file_id(cfg.decoder_weights or default_decoder_path())
+    return ident + (f"-gatys{cfg.premium_iterations}" if kind == "gatys" else "")
 
 
 def _resolve_styles(cfg: JobConfig, names: set[str]) -> dict:
@@ -128,6 +149,8 @@ def _resolve_styles(cfg: JobConfig, names: set[str]) -> dict:
     for name in sorted(names):
         if name == cfg.style and cfg.style_image:
             out[name] = styles.resolve_style(cfg.style_image, catalog=catalog)
+            if cfg.style_network:
+                out[name] = styles.with_network(out[name], cfg.style_network)
         else:
             out[name] = styles.resolve_style(name, catalog=catalog)
     return out
@@ -140,27 +163,50 @@ def custom_style_name(style_image: str) -> str:
     return f"{stem}-{hashlib.sha256(style_image.encode()).hexdigest()[:8]}"
 
 
-def _check_weights(cfg: JobConfig) -> None:
+def _check_weights(cfg: JobConfig, kinds: set[str], resolved: dict) -> None:
     """Refuse missing, corrupt or unsafe (pickled code) weights files on the driver, before any work;
     otherwise every model actor dies on them inside Ray and the run ends in an actor traceback.
-    Weights-only loading never executes pickled code."""
-    if not (cfg.encoder_weights or cfg.decoder_weights):
-        return
-    from .models.adain import check_weights_pair, decoder_layout
-    from .models.checkpoints import load_state_dict_file
+    Weights-only loading never executes pickled code. Each style's network file is read and checked
+    to hold that style."""
+    options = cfg.model_options()
+    registry.check(sorted(kinds), options)
+    if "network" in kinds:
+        from .models.network import NetworkStylizer
 
-    if cfg.encoder_weights:
-        load_state_dict_file(cfg.encoder_weights)
-    layout = decoder_layout(load_state_dict_file(cfg.decoder_weights)) if cfg.decoder_weights else None
-    check_weights_pair(cfg.encoder_weights, cfg.decoder_weights, layout)
+        checker = NetworkStylizer(device="cpu", precision="fp32", read_bytes=storage.read_bytes)
+        for style in resolved.values():
+            if style.network:
+                checker.style_index(style)
 
 
-def build_plan(cfg: JobConfig) -> Plan:
-    """Validate everything before any work; raise ManifestError/StyleError with every problem named."""
+def _train_style_network(cfg: JobConfig, *, train: bool) -> Optional[str]:
+    """--train-style: the network for --style-image, cached under the output prefix by the style's
+    content key and the training settings, so the next run (and every nightly) reuses it. Trained by
+    one Ray task (a GPU when the cluster has one); checkpoints next to it, so a killed run resumes."""
+    from . import train_style
+
+    style = styles.style_from_image(cfg.style_image)
+    uri = train_style.cached_network_uri(cfg.output, style.key, cfg.train_steps)
+    if storage.exists(uri) or not train:
+        return uri if storage.exists(uri) else None
+    ray = _init_ray(cfg.ray_address)
+    gpus = 1 if cfg.gpu == "always" or (cfg.gpu == "auto" and ray.cluster_resources().get("GPU", 0) >= 1) else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(train_style.train_house_style)
+    ray.get(task.remote(cfg.style_image, uri, steps=cfg.train_steps, device=cfg.device, precision=cfg.precision))
+    return uri
+
+
+def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
+    """Validate everything before any work; raise ManifestError/StyleError with every problem named.
+    With ``cfg.train_style`` the style's network is trained first (unless cached, or ``train_styles``
+    is False, as for a dry run)."""
     cfg.validate()
-    _check_weights(cfg)
+    if cfg.encoder_weights or cfg.decoder_weights:  # before reading the manifest: the cheapest refusal first
+        registry.check(["adain"], cfg.model_options())
     if cfg.style_image:
         cfg.style = custom_style_name(cfg.style_image)
+    if cfg.train_style and not cfg.style_network:
+        cfg.style_network = _train_style_network(cfg, train=train_styles)
     table = manifest.read_manifest(cfg.manifest)
     row_styles = table.column("style").to_pylist() if "style" in table.column_names else [None] * table.num_rows
     wanted = {s for s in row_styles if s} | {cfg.style}
@@ -176,7 +222,7 @@ def build_plan(cfg: JobConfig) -> Plan:
     done = {} if cfg.overwrite else results.completed_index(cfg.output)
     ext = images.FORMAT_EXTENSIONS[cfg.output_format]
     cols: dict[str, list] = {k: [] for k in ("image_id", "uri", "style", "alpha", "preserve_color", "quality",
-                                             "output_uri", "params_key", "done_fingerprint")}
+                                             "model", "output_uri", "params_key", "done_fingerprint")}
     for image_id, uri, style_name, alpha, quality in zip(ids, uris, row_styles, alphas, quals):
         style_name = style_name or cfg.style
         style = resolved[style_name]
@@ -185,7 +231,8 @@ def build_plan(cfg: JobConfig) -> Plan:
         quality = quality or cfg.quality or style.quality
         preserve = cfg.preserve_color or style.preserve_color
         out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
-        pkey = _params_key(style, alpha, preserve, quality, cfg)
+        kind = registry.kind_for(quality, style).name
+        pkey = _params_key(style, alpha, preserve, quality, cfg, kind)
         prev = done.get(out_uri)
         cols["image_id"].append(image_id)
         cols["uri"].append(uri)
@@ -193,14 +240,17 @@ def build_plan(cfg: JobConfig) -> Plan:
         cols["alpha"].append(alpha)
         cols["preserve_color"].append(preserve)
         cols["quality"].append(quality)
+        cols["model"].append(kind)
         cols["output_uri"].append(out_uri)
         cols["params_key"].append(pkey)
         cols["done_fingerprint"].append(prev[0] if prev and prev[1] == pkey else "")
+    _check_weights(cfg, set(cols["model"]), resolved)
     plan_table = pa.table(cols)
     counts = {
         "rows": plan_table.num_rows,
         "fast": cols["quality"].count("fast"),
         "premium": cols["quality"].count("premium"),
+        "models": {k: cols["model"].count(k) for k in sorted(set(cols["model"]))},
         "previously_done": sum(1 for f in cols["done_fingerprint"] if f),
         "styles": sorted(resolved),
     }
@@ -266,40 +316,24 @@ def _ragged(arrays: list) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 class StylizeActor:
-    """Callable class for ``map_batches``: holds one model (AdaIN for fast, Gatys for premium) and
+    """Callable class for ``map_batches``: holds one model (built by the registry from its kind) and
     the resolved styles. A failure inside a batch is retried image by image so one poisoned image
     only fails its own row; a crash of the whole process is handled with the run's CrashJournal."""
 
-    def __init__(self, *, quality: str, styles_by_name: dict, device: str, precision: str, threads: int,
-                 encoder_weights: Optional[str], decoder_weights: Optional[str], premium_iterations: int,
-                 run_id: str, max_batch: int):
+    def __init__(self, *, model_kind: str, options: registry.ModelOptions, styles_by_name: dict, threads: int,
+                 run_id: str):
         import torch
-
-        from .models import AdaINStylizer
 
         if threads:
             torch.set_num_threads(threads)
-        self.quality = quality
         self.styles = styles_by_name
         self.run_id = run_id
-        self.max_batch = max_batch
-        self.premium_iterations = premium_iterations
-        adain = AdaINStylizer(encoder_weights=encoder_weights, decoder_weights=decoder_weights,
-                              device=device, precision=precision)
-        if quality == "premium":
-            from .models import GatysStylizer
-
-            self.model = GatysStylizer(device=device, precision=precision, adain=adain)
-        else:
-            self.model = adain
+        self.model = registry.build(model_kind, options)
         self.journal = CrashJournal.for_run(run_id)
         self.node = socket.gethostname() + ":" + str(os.getpid())
 
     def _run_model(self, imgs: list, style, alpha: float, preserve: bool) -> list:
-        if self.quality == "premium":
-            return self.model.stylize(imgs, style, iterations=self.premium_iterations, preserve_color=preserve,
-                                      alpha=alpha)
-        return self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve, max_batch=self.max_batch)
+        return self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve)
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["image_id"])
@@ -461,11 +495,13 @@ def _init_ray(address: Optional[str]):
     return ray
 
 
-def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, quality: str, styles_by_name: dict,
+def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, styles_by_name: dict,
                  sizing: PoolSizing):
     # One block per model batch: images flow through the stages batch by batch (memory stays flat,
-    # results commit as each batch finishes) instead of waiting for bigger blocks to fill.
-    rows = cfg.batch_size if quality == "fast" else 2
+    # results commit as each batch finishes) instead of waiting for bigger blocks to fill. Premium
+    # (an optimisation per image) commits every image or two.
+    fast = registry.KINDS[kind].quality == "fast"
+    rows = cfg.batch_size if fast else 2
     blocks = [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(fetch_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
@@ -473,17 +509,14 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, quality: str
     ds = ds.map_batches(
         StylizeActor,
         batch_format="numpy",
-        batch_size=cfg.batch_size if quality == "fast" else 1,
+        batch_size=cfg.batch_size if fast else 1,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizing.actors),
         num_cpus=sizing.num_cpus,
         num_gpus=sizing.num_gpus,
         # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
         # the CrashJournal makes sure a poisoned image cannot make that loop forever.
-        fn_constructor_kwargs={
-            "quality": quality, "styles_by_name": styles_by_name, "device": cfg.device, "precision": cfg.precision,
-            "threads": sizing.threads, "encoder_weights": cfg.encoder_weights, "decoder_weights": cfg.decoder_weights,
-            "premium_iterations": cfg.premium_iterations, "run_id": run_id, "max_batch": cfg.batch_size,
-        },
+        fn_constructor_kwargs={"model_kind": kind, "options": cfg.model_options(), "styles_by_name": styles_by_name,
+                               "threads": sizing.threads, "run_id": run_id},
     )
     return ds.map_batches(write_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
                           fn_kwargs={"out_uri": cfg.output, "run_id": run_id, "fmt": cfg.output_format,
@@ -502,16 +535,15 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     ray = _init_ray(cfg.ray_address)
     CrashJournal.create(run_id)
     table = plan.table
-    qualities = [q for q in QUALITIES if q in set(table.column("quality").to_pylist())]
+    kinds = [k.name for k in registry.MODEL_KINDS if k.name in set(table.column("model").to_pylist())]
     node_cpus = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
                     default=0.0) or None
-    sizing = size_pools(ray.cluster_resources(), max(1, len(qualities)), cfg.max_actors, node_cpus, gpu=cfg.gpu)
+    sizing = size_pools(ray.cluster_resources(), max(1, len(kinds)), cfg.max_actors, node_cpus, gpu=cfg.gpu)
     datasets = []
-    for q in qualities:
-        mask = pc.equal(table.column("quality"), q)
-        sub = table.filter(mask)
+    for kind in kinds:
+        sub = table.filter(pc.equal(table.column("model"), kind))
         names = set(sub.column("style").to_pylist())
-        datasets.append(_dataset_for(ray, sub, cfg, run_id, q, {n: plan.styles[n] for n in names}, sizing))
+        datasets.append(_dataset_for(ray, sub, cfg, run_id, kind, {n: plan.styles[n] for n in names}, sizing))
     metrics = results.RunMetrics(run_id=run_id,
                                  started_at=datetime.datetime.fromtimestamp(started, datetime.timezone.utc))
     if datasets:

@@ -14,15 +14,14 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
                 decoder_weights: Optional[str] = None, jpeg_quality: int = 92) -> dict:
     """Stylize ``content_uri`` with a preset, catalog style or style image and write ``out_uri``
     (format from its extension). Returns what was done, with timings."""
-    from .models import AdaINStylizer, GatysStylizer
+    from .models import registry
 
     catalog = styles.StyleCatalog.load(style_catalog) if style_catalog else None
     resolved = styles.resolve_style(style, catalog=catalog)
     alpha = resolved.alpha if alpha is None else alpha
     preserve_color = resolved.preserve_color if preserve_color is None else preserve_color
     quality = quality or resolved.quality
-    if quality not in ("fast", "premium"):
-        raise ValueError(f"quality must be 'fast' or 'premium', got {quality!r}")
+    kind = registry.kind_for(quality, resolved)
     ext = out_uri.rsplit(".", 1)[-1].lower() if "." in out_uri.rsplit("/", 1)[-1] else ""
     fmt = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}.get(ext)
     if fmt is None:
@@ -30,15 +29,13 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
     t0 = time.perf_counter()
     img = images.resize_to_max(images.decode_image(storage.read_bytes(content_uri)), max_size)
     t1 = time.perf_counter()
-    adain = AdaINStylizer(encoder_weights=encoder_weights, decoder_weights=decoder_weights, device=device,
-                          precision=precision)
-    if quality == "premium":
-        out = GatysStylizer(device=device, precision=precision, adain=adain).stylize(
-            [img], resolved, iterations=iterations, preserve_color=preserve_color, alpha=alpha)[0]
-    else:
-        out = adain.stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
+    options = registry.ModelOptions(device=device, precision=precision, encoder_weights=encoder_weights,
+                                    decoder_weights=decoder_weights, premium_iterations=iterations,
+                                    read_bytes=storage.read_bytes)
+    kind.check(options)
+    out = registry.build(kind.name, options).stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
     t2 = time.perf_counter()
     storage.write_bytes(out_uri, images.encode_image(out, fmt=fmt, quality=jpeg_quality))
-    return {"output": out_uri, "style": resolved.name, "quality": quality, "alpha": alpha,
+    return {"output": out_uri, "style": resolved.name, "quality": quality, "model": kind.name, "alpha": alpha,
             "size": [int(out.shape[1]), int(out.shape[0])], "read_ms": (t1 - t0) * 1000,
             "model_ms": (t2 - t1) * 1000}

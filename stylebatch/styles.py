@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from . import images as _images
 from . import storage as _storage
+from .models.registry import QUALITIES
 
 PRESET_SIZE = 512
 # Style statistics are scale-sensitive but saturate quickly: VGG means/stds of a
@@ -33,7 +34,6 @@ MAX_STYLE_SIZE = 1024
 # A style reference is a single image; anything bigger than this is a mistake
 # (or an attack) rather than a style.
 MAX_STYLE_BYTES = 64 * 1024 * 1024
-QUALITIES = ("fast", "premium")
 _STYLE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -57,6 +57,8 @@ class ResolvedStyle:
     alpha: float = 1.0
     preserve_color: bool = False
     quality: str = "fast"
+    network: str | None = None         # a trained network file (path or URI) for this style, if any
+    network_style: str | None = None   # the style's name inside that file (None: its only style)
 
     def __post_init__(self) -> None:
         if not self.images:
@@ -71,7 +73,8 @@ class ResolvedStyle:
     # Arrays make generated __eq__/__hash__ unusable; ``key`` already stands
     # for the pixels and weights.
     def _identity(self) -> tuple:
-        return (self.name, self.key, self.weights, self.alpha, self.preserve_color, self.quality)
+        return (self.name, self.key, self.weights, self.alpha, self.preserve_color, self.quality, self.network,
+                self.network_style)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ResolvedStyle):
@@ -778,8 +781,12 @@ def _image_for_ref(ref: str, *, max_pixels: int | None, where: str) -> np.ndarra
     return _frozen(_load_style_image(ref, max_pixels=max_pixels, where=where))
 
 
-def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_color: bool, quality: str, max_pixels: int | None, where: str) -> ResolvedStyle:
+def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_color: bool, quality: str, max_pixels: int | None, where: str,
+           network: str | None = None, network_style: str | None = None) -> ResolvedStyle:
     imgs = tuple(_image_for_ref(ref, max_pixels=max_pixels, where=where) for ref, _ in refs)
+    if network is None and len(refs) == 1 and refs[0][0] in shipped_preset_networks():
+        # A preset (alone, not in a blend) runs through its trained network; blends fall back to AdaIN.
+        network, network_style = shipped_networks_path(), refs[0][0]
     total = sum(w for _, w in refs)
     weights = tuple(w / total for _, w in refs)
     return ResolvedStyle(
@@ -790,7 +797,34 @@ def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_c
         alpha=float(alpha),
         preserve_color=bool(preserve_color),
         quality=quality,
+        network=network,
+        network_style=network_style,
     )
+
+
+SHIPPED_NETWORKS_FILE = "preset_networks.pt"
+
+
+def shipped_networks_path() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "weights", SHIPPED_NETWORKS_FILE)
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_preset_networks() -> frozenset:
+    """The presets the shipped network file was trained for (empty when it is absent)."""
+    path = shipped_networks_path()
+    if not os.path.exists(path):
+        return frozenset()
+    from .models.network import load_network_styles
+
+    return frozenset(load_network_styles(path))
+
+
+def with_network(style: ResolvedStyle, network: str, network_style: str | None = None) -> ResolvedStyle:
+    """The same style, run by a trained network (``--train-style``, catalog ``network:``)."""
+    import dataclasses
+
+    return dataclasses.replace(style, network=network, network_style=network_style)
 
 
 def style_from_image(uri: str, *, max_pixels: int | None = None, name: str | None = None, alpha: float = 1.0, preserve_color: bool = False, quality: str = "fast") -> ResolvedStyle:
@@ -813,9 +847,11 @@ class CatalogEntry:
     preserve_color: bool = False
     quality: str = "fast"
     description: str = ""
+    network: str | None = None          # a network trained for this style (stylebatch styles train)
+    network_style: str | None = None    # its name in that file, when the file holds several
 
 
-_ENTRY_FIELDS = {"image", "images", "alpha", "preserve_color", "quality", "description"}
+_ENTRY_FIELDS = {"image", "images", "alpha", "preserve_color", "quality", "description", "network", "network_style"}
 
 
 def _is_number(v: Any) -> bool:
@@ -884,7 +920,17 @@ def _parse_entry(name: Any, raw: Any, base_dir: str | None) -> CatalogEntry:
     desc = raw.get("description", "")
     if not isinstance(desc, str):
         raise StyleError(f"{where}: field 'description' must be a string")
-    return CatalogEntry(name, tuple(refs), float(alpha), preserve, quality, desc)
+    network, network_style = raw.get("network"), raw.get("network_style")
+    if network is not None:
+        if not isinstance(network, str) or not network.strip():
+            raise StyleError(f"{where}: field 'network' must be a network file path or s3:// URI")
+        if len(refs) != 1:
+            raise StyleError(f"{where}: field 'network' needs a single 'image' (a blend runs through AdaIN)")
+        _check_image_uri(network.strip(), f"{where}: field 'network'")
+        network = _resolve_relative(network.strip(), base_dir)
+    if network_style is not None and (network is None or not isinstance(network_style, str)):
+        raise StyleError(f"{where}: field 'network_style' must be a string and needs 'network'")
+    return CatalogEntry(name, tuple(refs), float(alpha), preserve, quality, desc, network, network_style)
 
 
 @dataclass(frozen=True)
@@ -947,7 +993,8 @@ class StyleCatalog:
 
     def resolve(self, name: str, *, max_pixels: int | None = None) -> ResolvedStyle:
         e = self.entry(name)
-        return _build(name, list(e.images), alpha=e.alpha, preserve_color=e.preserve_color, quality=e.quality, max_pixels=max_pixels, where=f"style {name!r}")
+        return _build(name, list(e.images), alpha=e.alpha, preserve_color=e.preserve_color, quality=e.quality, max_pixels=max_pixels, where=f"style {name!r}",
+                      network=e.network, network_style=e.network_style)
 
 
 def available_styles(catalog: StyleCatalog | None = None) -> list[str]:

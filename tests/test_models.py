@@ -179,7 +179,9 @@ def test_shipped_decoder_moves_style_statistics_toward_the_style(shipped_decoder
                          for k in ADAIN_STYLE_LAYERS])
 
     ratios = distances(out) / distances(content)  # per layer, so relu4_1's large scale does not dominate
-    assert ratios.mean() < 0.85, ratios
+    # Was < 0.85 with the zero-padded encoder the decoder was trained with; reflection padding (which
+    # removes the frames) costs this synthetic pair a little: see the weights README.
+    assert ratios.mean() < 0.95, ratios
     assert distances(out).sum() < distances(content).sum(), ratios
 
 

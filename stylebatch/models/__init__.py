@@ -1,8 +1,19 @@
-"""Style-transfer models. Tensors and pixels only: nothing here knows about Ray, URIs or rows."""
-from .adain import AdaINDecoder, AdaINStylizer, StyleCache, StyleSpec, load_decoder
-from .checkpoints import WeightsError
-from .gatys import GatysStylizer
-from .vgg import VGG19Encoder, load_vgg19
+"""Style-transfer models. Tensors and pixels only: nothing here knows about Ray, URIs or rows.
 
-__all__ = ["AdaINDecoder", "AdaINStylizer", "GatysStylizer", "StyleCache", "StyleSpec", "VGG19Encoder",
-           "WeightsError", "load_decoder", "load_vgg19"]
+Attributes load lazily (PEP 562) so that importing ``stylebatch.models.registry`` (what the
+planner needs: the qualities, which kind runs a style) does not import torch.
+"""
+import importlib
+
+_EXPORTS = {
+    "AdaINDecoder": "adain", "AdaINStylizer": "adain", "StyleCache": "adain", "StyleSpec": "adain",
+    "load_decoder": "adain", "WeightsError": "checkpoints", "GatysStylizer": "gatys",
+    "NetworkStylizer": "network", "StyleNetwork": "network", "VGG19Encoder": "vgg", "load_vgg19": "vgg",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

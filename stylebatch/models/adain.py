@@ -111,6 +111,15 @@ def check_weights_pair(encoder_weights: Optional[str], decoder_weights: Optional
                          "it was trained with as --encoder-weights")
 
 
+def check_adain_weights(encoder_weights: Optional[str], decoder_weights: Optional[str]) -> None:
+    """Refuse missing, corrupt or unsafe (pickled code) weights files and mismatched pairs before any
+    work (the pipeline calls this on the driver). Weights-only loading never executes pickled code."""
+    if encoder_weights:
+        load_state_dict_file(encoder_weights)
+    layout = decoder_layout(load_state_dict_file(decoder_weights)) if decoder_weights else None
+    check_weights_pair(encoder_weights, decoder_weights, layout)
+
+
 def decoder_from_state(state: dict, source: str) -> AdaINDecoder:
     """Our decoder from either layout's state dict; wrong keys or shapes raise WeightsError."""
     if decoder_layout(state) == PYTORCH_ADAIN_LAYOUT:
@@ -173,18 +182,22 @@ class AdaINStylizer:
 
     def __init__(self, *, encoder_weights: Optional[str] = None, decoder_weights: Optional[str] = None,
                  device: str = "auto", precision: str = "auto", cache_size: int = 32,
-                 max_style_size: int = 512):
+                 max_style_size: int = 512, max_batch: int = 8):
         decoder_source = decoder_weights or default_decoder_path()
         decoder_state = load_state_dict_file(decoder_source)
         check_weights_pair(encoder_weights, decoder_weights, decoder_layout(decoder_state))
         self.device = runtime.pick_device(device)
         self.precision = runtime.pick_precision(precision, self.device)
-        self.encoder: VGG19Encoder = load_vgg19(encoder_weights, last_layer=ADAIN_CONTENT_LAYER).to(self.device)
+        # Reflection padding in the encoder, as in the decoder: with VGG's own zero padding the border
+        # features look like dark edges, and the decoder paints a thin coloured frame round every output.
+        self.encoder: VGG19Encoder = load_vgg19(encoder_weights, last_layer=ADAIN_CONTENT_LAYER,
+                                                padding="reflect").to(self.device)
         self.decoder = decoder_from_state(decoder_state, decoder_source).to(self.device)
         self.encoder.to(memory_format=torch.channels_last)
         self.decoder.to(memory_format=torch.channels_last)
         self.cache = StyleCache(cache_size)
         self.max_style_size = max_style_size
+        self.max_batch = max_batch
 
     # -- style statistics ---------------------------------------------------------------------
     @torch.inference_mode()
@@ -214,9 +227,10 @@ class AdaINStylizer:
     # -- stylization --------------------------------------------------------------------------
     @torch.inference_mode()
     def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, alpha: float = 1.0,
-                preserve_color: bool = False, max_batch: int = 8) -> list[np.ndarray]:
+                preserve_color: bool = False, max_batch: Optional[int] = None) -> list[np.ndarray]:
         """Stylize each HxWx3 uint8 RGB image; outputs have the input's size. Same-sized images
-        run together in batches of up to ``max_batch``."""
+        run together in batches of up to ``max_batch`` (default: the constructor's)."""
+        max_batch = max_batch or self.max_batch
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha must be within [0, 1], got {alpha}")
         for i, img in enumerate(images):

