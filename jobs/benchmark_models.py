@@ -1,12 +1,14 @@
 """Benchmark the style models on this machine; prints figures, asserts nothing.
 
-    python -m jobs.benchmark_models                 # 512x512: AdaIN throughput, Gatys premium vs pastiche
+    python -m jobs.benchmark_models                 # 512x512: fast models' throughput, premium vs pastiche
     python -m jobs.benchmark_models --quick         # small and short: a smoke run of every code path
     python -m jobs.benchmark_models --skip-pastiche # AdaIN and premium only
 
-(a) AdaIN images/s, fp32 vs bf16, with the style cache and without it (a fresh style key per
-    batch, so the style statistics are recomputed every time).
-(b) Gatys premium (AdaIN init, coarse-to-fine, L-BFGS) against the ``pastiche`` package's own
+(a) Fast models' images/s, fp32 vs bf16, interleaved in one run: a preset's trained network
+    (``cyberpunk``, the shipped network file) against AdaIN with the style cache and without it (a
+    fresh style key per batch, so the style statistics are recomputed every time); and how long the
+    shipped network took to train on this kind of machine (from its record).
+(b) Gatys premium (photo init, coarse-to-fine, L-BFGS) against the ``pastiche`` package's own
     optimisation (run in a subprocess with its defaults: 1000 L-BFGS steps from the content image).
     Both outputs are scored by ONE function: the Gatys loss with pastiche's default layers and
     weights, computed by stylebatch on its VGG19 (the same quantised weights pastiche ships), on the
@@ -76,27 +78,49 @@ def load_inputs(size: int) -> tuple[list[np.ndarray], np.ndarray, str]:
 # --------------------------------------------------------------------------------------------
 # (a) AdaIN throughput
 # --------------------------------------------------------------------------------------------
-def bench_adain(contents: list[np.ndarray], style_img: np.ndarray, size: int, reps: int) -> None:
-    style = StyleSpec("bench-style", (style_img,), (1.0,))
-    models = {p: AdaINStylizer(device="cpu", precision=p) for p in ("fp32", "bf16")}
-    for m in models.values():
-        m.stylize(contents[:1], style)  # warm-up: oneDNN builds its kernels on first use per shape
-    times: dict[tuple[str, bool], list[float]] = {}
+def bench_fast(contents: list[np.ndarray], style_img: np.ndarray, size: int, reps: int) -> None:
+    from stylebatch import styles
+    from stylebatch.models import registry
+
+    painting = StyleSpec("bench-style", (style_img,), (1.0,))
+    preset = styles.resolve_style("cyberpunk")
+    runs: dict[tuple[str, str], tuple] = {}
+    for prec in ("fp32", "bf16"):
+        opts = registry.ModelOptions(device="cpu", precision=prec, max_batch=len(contents))
+        adain = registry.build("adain", opts)
+        runs["adain cache on", prec] = (adain, lambda rep: painting)
+        runs["adain cache off", prec] = (adain, lambda rep, prec=prec: StyleSpec(f"fresh-{prec}-{rep}", (style_img,), (1.0,)))
+        if preset.network:
+            runs["network cyberpunk", prec] = (registry.build("network", opts), lambda rep: preset)
+    for model, style_of in runs.values():
+        model.stylize(contents[:1], style_of(-1))  # warm-up: oneDNN builds its kernels on first use per shape
+    times: dict[tuple[str, str], list[float]] = {}
     for rep in range(reps):
         # Interleaved, so that load changes on a shared machine hit every configuration alike.
-        for prec, model in models.items():
-            for cached in (True, False):
-                st = style if cached else StyleSpec(f"bench-style-fresh-{prec}-{rep}", style.images, style.weights)
-                t = time.perf_counter()
-                model.stylize(contents, st)
-                times.setdefault((prec, cached), []).append(time.perf_counter() - t)
+        for key, (model, style_of) in runs.items():
+            style = style_of(rep)
+            t = time.perf_counter()
+            model.stylize(contents, style)
+            times.setdefault(key, []).append(time.perf_counter() - t)
     rate = {k: len(contents) / statistics.median(v) for k, v in times.items()}
-    print(f"\n(a) AdaIN, {size}x{size}, batches of {len(contents)}, median of {reps} interleaved batches")
-    for (prec, cached), r in rate.items():
-        print(f"adain {size}x{size} {prec} style cache {'on ' if cached else 'off'}: {r:6.2f} images/s")
-    print(f"adain bf16/fp32 speedup: {rate['bf16', True] / rate['fp32', True]:.2f}x (cached), "
-          f"{rate['bf16', False] / rate['fp32', False]:.2f}x (uncached); style cache gain: "
-          f"{rate['fp32', True] / rate['fp32', False]:.2f}x fp32, {rate['bf16', True] / rate['bf16', False]:.2f}x bf16")
+    print(f"\n(a) fast models, {size}x{size}, batches of {len(contents)}, median of {reps} interleaved batches")
+    for (name, prec), r in rate.items():
+        print(f"{name:<18} {prec}: {r:6.2f} images/s")
+    for prec in ("fp32", "bf16"):
+        if ("network cyberpunk", prec) in rate:
+            print(f"network / adain ({prec}, adain's style cache on): "
+                  f"{rate['network cyberpunk', prec] / rate['adain cache on', prec]:.2f}x")
+    print(f"adain bf16/fp32 speedup: {rate['adain cache on', 'bf16'] / rate['adain cache on', 'fp32']:.2f}x")
+    if not preset.network:
+        print("network: no shipped preset network (python -m jobs.train_network --presets)")
+        return
+    record = Path(preset.network).with_suffix(".json")
+    if record.exists():
+        made = json.loads(record.read_text())
+        seconds = made.get("train_seconds") or 0
+        print(f"shipped network: {len(made.get('styles', {}))} styles, {made.get('steps')} steps, "
+              f"{seconds / 3600:.2f} h of training ({seconds / max(1, made.get('steps') or 1):.2f} s/step, "
+              f"batch {made['config']['batch']} x {made['config']['crop']} px) on {made.get('device')}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +176,7 @@ def run_pastiche(content_png: Path, style_png: Path, out_png: Path, size: int, s
 
 def run_premium(precision: str, content: np.ndarray, style_img: np.ndarray, size: int, iterations: int,
                 coarse_iterations: int, every: int, score: Scorer) -> dict:
-    """One premium run from a cold start (models built, style Grams computed, AdaIN init inside the
+    """One premium run from a cold start (models built, style Grams computed, photo init inside the
     timing); snapshots of the full-size stage are scored afterwards, outside the timing."""
     # Warm-up on a throwaway style: the first passes at a new shape pay oneDNN's kernel creation,
     # which a long-running worker pays once, not per image.
@@ -171,7 +195,7 @@ def run_premium(precision: str, content: np.ndarray, style_img: np.ndarray, size
             snaps.append((p.evaluation, time.perf_counter() - t0, passes[0], p.image.clone()))
 
     out = model.stylize([content], style, iterations=iterations, coarse_iterations=coarse_iterations,
-                        init="adain", coarse_to_fine=True, callback=on_eval)[0]
+                        coarse_to_fine=True, callback=on_eval)[0]
     total = time.perf_counter() - t0
     final = score(out)
     # The returned image comes after the last step, which L-BFGS never evaluates: the curve's last point.
@@ -243,7 +267,8 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=None, help="square test size (default 512, 128 with --quick)")
     ap.add_argument("--quick", action="store_true", help="small images and few steps: a smoke run")
     ap.add_argument("--skip-pastiche", action="store_true")
-    ap.add_argument("--skip-adain", action="store_true")
+    ap.add_argument("--skip-fast", action="store_true", help="skip (a), the fast models' throughput")
+    ap.add_argument("--skip-premium", action="store_true", help="skip (b), premium vs pastiche")
     ap.add_argument("--iterations", type=int, default=None, help="premium full-size iterations")
     ap.add_argument("--coarse-iterations", type=int, default=None, help="premium half-size iterations")
     ap.add_argument("--pastiche-steps", type=int, default=None, help="default: pastiche's own (1000)")
@@ -270,8 +295,10 @@ def main(argv=None) -> None:
     print(f"stylebatch model benchmark: {args.size}x{args.size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
           f"CPU bf16 {'yes' if runtime.cpu_supports_bf16() else 'no'}; inputs: {source}")
-    if not args.skip_adain:
-        bench_adain(contents, style_img, args.size, args.reps)
+    if not args.skip_fast:
+        bench_fast(contents, style_img, args.size, args.reps)
+    if args.skip_premium:
+        return
     workdir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_models_"))
     workdir.mkdir(parents=True, exist_ok=True)
     bench_premium_vs_pastiche(contents[0], style_img, args.size, args, workdir)

@@ -153,7 +153,7 @@ class Runner:
     def model(self, kind: str):
         if kind not in self.models:
             try:
-                registry.KINDS[kind].check(self.options)
+                registry.check(self.options, [kind])
                 self.models[kind] = registry.build(kind, self.options)
             except ValueError as exc:  # an unusable file (WeightsError) or a mismatched pair
                 sys.exit(f"cannot load the {kind} model: {exc}")

@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        if isinstance(f.default, tuple):
+            p.add_argument("--" + f.name.replace("_", "-"), type=lambda t: tuple(float(v) for v in t.split(",")),
+                           default=f.default, help="comma separated")
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     return p
 
 

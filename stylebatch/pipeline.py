@@ -169,7 +169,7 @@ def _check_weights(cfg: JobConfig, kinds: set[str], resolved: dict) -> None:
     Weights-only loading never executes pickled code. Each style's network file is read and checked
     to hold that style."""
     options = cfg.model_options()
-    registry.check(sorted(kinds), options)
+    registry.check(options, sorted(kinds))
     if "network" in kinds:
         from .models.network import NetworkStylizer
 
@@ -201,8 +201,7 @@ def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
     With ``cfg.train_style`` the style's network is trained first (unless cached, or ``train_styles``
     is False, as for a dry run)."""
     cfg.validate()
-    if cfg.encoder_weights or cfg.decoder_weights:  # before reading the manifest: the cheapest refusal first
-        registry.check(["adain"], cfg.model_options())
+    registry.check(cfg.model_options())  # named weights files, before reading the manifest
     if cfg.style_image:
         cfg.style = custom_style_name(cfg.style_image)
     if cfg.train_style and not cfg.style_network:

@@ -32,7 +32,7 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
     options = registry.ModelOptions(device=device, precision=precision, encoder_weights=encoder_weights,
                                     decoder_weights=decoder_weights, premium_iterations=iterations,
                                     read_bytes=storage.read_bytes)
-    kind.check(options)
+    registry.check(options, [kind.name])
     out = registry.build(kind.name, options).stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
     t2 = time.perf_counter()
     storage.write_bytes(out_uri, images.encode_image(out, fmt=fmt, quality=jpeg_quality))

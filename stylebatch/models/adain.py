@@ -230,24 +230,10 @@ class AdaINStylizer:
                 preserve_color: bool = False, max_batch: Optional[int] = None) -> list[np.ndarray]:
         """Stylize each HxWx3 uint8 RGB image; outputs have the input's size. Same-sized images
         run together in batches of up to ``max_batch`` (default: the constructor's)."""
-        max_batch = max_batch or self.max_batch
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be within [0, 1], got {alpha}")
-        for i, img in enumerate(images):
-            runtime.check_image(img, f"image {i}")
+        alpha = runtime.check_alpha(alpha)
         style_mean, style_std = self.style_stats(style)
-        out: list[Optional[np.ndarray]] = [None] * len(images)
-        by_size: dict[tuple, list[int]] = collections.defaultdict(list)
-        for i, img in enumerate(images):
-            by_size[img.shape].append(i)
-        for idxs in by_size.values():
-            for start in range(0, len(idxs), max_batch):
-                chunk = idxs[start:start + max_batch]
-                result = self._stylize_tensor(runtime.to_tensor([images[i] for i in chunk], self.device),
-                                              style_mean, style_std, float(alpha), preserve_color)
-                for i, arr in zip(chunk, runtime.to_images(result)):
-                    out[i] = arr
-        return out  # type: ignore[return-value]
+        return runtime.map_in_batches(images, self.device, max_batch or self.max_batch,
+                                      lambda x: self._stylize_tensor(x, style_mean, style_std, alpha, preserve_color))
 
     def _stylize_tensor(self, content: torch.Tensor, style_mean, style_std, alpha: float, preserve_color: bool):
         padded, (h, w) = runtime.pad_to_multiple(content)

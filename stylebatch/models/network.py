@@ -5,7 +5,11 @@ convolutions and owns only the scale/shift of each normalisation layer. A file h
 Johnson's network; the shipped presets file holds all of them in one 1.7M-parameter network.
 
 conv 9x9 -> two stride-2 convs -> residual blocks -> two nearest-upsample convs -> conv 9x9,
-reflection padding everywhere (zero padding draws dark frames along the borders).
+reflection padding everywhere (zero padding draws dark frames along the borders). The last conv's
+output is added to the photo and starts at zero, so an untrained network is the identity: like
+Gatys's optimisation started from the photo, training moves from the photo towards the style and the
+photo's structure is there from the first step, instead of having to be rebuilt from a blur (on 2
+CPU cores that is the difference between recognisable faces after minutes and after hours).
 
 A network file is a weights-only torch.save of ``{"format", "styles", "config", "state_dict"}``:
 plain strings, numbers and tensors, so loading it never runs pickled code.
@@ -82,7 +86,7 @@ class _Residual(nn.Module):
 
 class StyleNetwork(nn.Module):
     """RGB [0,1] NCHW in, RGB (about [0,1], clamp before use) out, same size; ``style`` holds one
-    style index per sample."""
+    style index per sample. Output = photo + a learned change."""
 
     def __init__(self, n_styles: int = 1, config: NetworkConfig = NetworkConfig()):
         super().__init__()
@@ -99,13 +103,15 @@ class StyleNetwork(nn.Module):
             _ConvNorm(2 * c, c, 3, n_styles, upsample=True),
         ])
         self.out = nn.Conv2d(c, 3, 9)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         padded, (h, w) = runtime.pad_to_multiple(x, self.config.multiple, min_size=8)
         y = padded
         for layer in (*self.down, *self.residuals, *self.up):
             y = layer(y, style)
-        y = self.out(F.pad(y, (4, 4, 4, 4), mode="reflect"))
+        y = padded + self.out(F.pad(y, (4, 4, 4, 4), mode="reflect"))
         return y[..., :h, :w]
 
 
@@ -209,29 +215,18 @@ class NetworkStylizer:
         """Each HxWx3 uint8 image through the style's network. ``alpha`` blends the output with the
         photo in pixel space (1 = fully stylized, 0 = the photo); ``preserve_color`` keeps the
         photo's chrominance (applied before the blend)."""
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be within [0, 1], got {alpha}")
-        for i, img in enumerate(images):
-            runtime.check_image(img, f"image {i}")
+        alpha = runtime.check_alpha(alpha)
         net, index = self.style_index(style)
-        out: list[Optional[np.ndarray]] = [None] * len(images)
-        by_size: dict[tuple, list[int]] = collections.defaultdict(list)
-        for i, img in enumerate(images):
-            by_size[img.shape].append(i)
-        for idxs in by_size.values():
-            for start in range(0, len(idxs), self.max_batch):
-                chunk = idxs[start:start + self.max_batch]
-                x = runtime.to_tensor([images[i] for i in chunk], self.device)
-                with runtime.autocast(self.device, self.precision):
-                    y = net(x, torch.full((len(chunk),), index, dtype=torch.long, device=self.device))
-                y = y.float().clamp(0, 1)
-                if preserve_color:
-                    y = runtime.keep_content_color(y, x)
-                if alpha < 1.0:
-                    y = alpha * y + (1.0 - alpha) * x
-                for i, arr in zip(chunk, runtime.to_images(y)):
-                    out[i] = arr
-        return out  # type: ignore[return-value]
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with runtime.autocast(self.device, self.precision):
+                y = net(x, torch.full((x.shape[0],), index, dtype=torch.long, device=self.device))
+            y = y.float().clamp(0, 1)
+            if preserve_color:
+                y = runtime.keep_content_color(y, x)
+            return alpha * y + (1.0 - alpha) * x if alpha < 1.0 else y
+
+        return runtime.map_in_batches(images, self.device, self.max_batch, run)
 
 
 def _read_local(path: str) -> bytes:

