@@ -1,10 +1,12 @@
-"""Bare-model AdaIN throughput vs end-to-end ``stylebatch`` throughput on the same 512x512 images.
+"""Bare-model throughput vs end-to-end ``stylebatch`` throughput on the same 512x512 images, for a
+preset's trained network and for AdaIN on the same preset image.
 
-    python -m jobs.benchmark [--images 48] [--size 512]
+    python -m jobs.benchmark [--images 48] [--size 512] [--kinds network,adain]
 
-Prints images/s for (a) AdaINStylizer called directly on decoded arrays, batch 8, and (b) the full
+Prints images/s for (a) the model called directly on decoded arrays, batch 8, and (b) the full
 job (Ray Data fetch/decode tasks -> actor pool -> encode/write tasks -> results) over the same
-images as JPEG files. For (b) it reports the steady state (rows finished after the first model
+images as JPEG files, then the network/AdaIN ratios. AdaIN runs the preset's reference image given
+as ``--style-image`` (a style image nobody trained on), so both kinds see the same style. For (b) it reports the steady state (rows finished after the first model
 batch, i.e. without Ray start-up and model loading, which a catalog run pays once) and the
 whole-run wall figure. Figures are machine- and load-dependent: compare the ratio, measured in
 one run.
@@ -23,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from stylebatch import results, styles
-from stylebatch.models import AdaINStylizer
+from stylebatch import images, results, styles
+from stylebatch.models import registry
 from stylebatch.pipeline import JobConfig, restyle
 
 
@@ -50,25 +52,24 @@ def make_images(n: int, size: int, folder: Path) -> list[Path]:
     return paths
 
 
-def bare_model(paths: list[Path], style_name: str, batch: int) -> float:
-    model = AdaINStylizer()
-    style = styles.resolve_style(style_name)
+def bare_model(paths: list[Path], style, kind: str, batch: int) -> float:
+    model = registry.build(kind, registry.ModelOptions(max_batch=batch, read_bytes=styles.read_network))
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     model.stylize(arrays[:batch], style)  # warm-up: style statistics cached, kernels ready
     t0 = time.perf_counter()
     for i in range(0, len(arrays), batch):
-        model.stylize(arrays[i:i + batch], style, max_batch=batch)
+        model.stylize(arrays[i:i + batch], style)
     elapsed = time.perf_counter() - t0
     print(f"  bare per image: model {elapsed / len(arrays) * 1000:.0f} ms")
     return len(arrays) / elapsed
 
 
-def end_to_end(paths: list[Path], style_name: str, batch: int, size: int, out: Path) -> tuple[float, float]:
+def end_to_end(paths: list[Path], style_args: dict, batch: int, size: int, out: Path) -> tuple[float, float]:
     manifest = out.parent / "bench_manifest.parquet"
     pq.write_table(pa.table({"image_id": [p.stem for p in paths], "uri": [str(p) for p in paths]}), manifest)
     ticks: list[tuple[float, int]] = []  # (time, rows committed) after every batch
-    summary = restyle(JobConfig(manifest=str(manifest), output=str(out), style=style_name, max_size=size,
-                                batch_size=batch, overwrite=True),
+    summary = restyle(JobConfig(manifest=str(manifest), output=str(out), max_size=size, batch_size=batch,
+                                overwrite=True, **style_args),
                       progress=lambda p: ticks.append((time.perf_counter(), p["done"])))
     rows = results.read_results(str(out), summary.run_id).to_pandas()
     assert (rows.status == "ok").all(), rows.error.dropna().tolist()[:3]
@@ -87,18 +88,35 @@ def main(argv=None) -> None:
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--style", default="cyberpunk")
+    p.add_argument("--style", default="cyberpunk", help="a preset (its network vs AdaIN on its image)")
+    p.add_argument("--kinds", default="network,adain")
     args = p.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    rates: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "src"
         folder.mkdir()
         paths = make_images(args.images, args.size, folder)
-        bare = bare_model(paths, args.style, args.batch)
-        print(f"bare model (AdaINStylizer, {args.size}x{args.size}, batch {args.batch}): {bare:.3f} images/s", flush=True)
-        steady, wall = end_to_end(paths, args.style, args.batch, args.size, Path(tmp) / "out")
-        print(f"end-to-end stylebatch, steady state: {steady:.3f} images/s")
-        print(f"end-to-end stylebatch, whole run incl. Ray start-up and model load: {wall:.3f} images/s")
-        print(f"ratio end-to-end/bare: steady {steady / bare:.2f}x (target >= 0.85), whole run {wall / bare:.2f}x")
+        style_png = Path(tmp) / f"{args.style}.png"
+        style_png.write_bytes(images.encode_image(styles.preset_image(args.style), fmt="png"))
+        for kind in kinds:
+            if kind == "network":
+                style, style_args = styles.resolve_style(args.style), {"style": args.style}
+                if not style.network:
+                    print(f"network: preset {args.style!r} has no shipped network; skipped")
+                    continue
+            else:
+                style, style_args = styles.style_from_image(str(style_png)), {"style_image": str(style_png)}
+            bare = bare_model(paths, style, kind, args.batch)
+            print(f"{kind}: bare model ({args.size}x{args.size}, batch {args.batch}): {bare:.3f} images/s", flush=True)
+            steady, wall = end_to_end(paths, style_args, args.batch, args.size, Path(tmp) / f"out_{kind}")
+            print(f"{kind}: end-to-end stylebatch, steady state: {steady:.3f} images/s; whole run incl. Ray "
+                  f"start-up and model load: {wall:.3f} images/s; end-to-end/bare: steady {steady / bare:.2f}x "
+                  f"(target >= 0.85), whole run {wall / bare:.2f}x", flush=True)
+            rates[kind] = (bare, steady)
+    if "network" in rates and "adain" in rates:
+        print(f"network / adain: bare {rates['network'][0] / rates['adain'][0]:.2f}x, end-to-end steady "
+              f"{rates['network'][1] / rates['adain'][1]:.2f}x (target >= 2.5x)")
 
 
 if __name__ == "__main__":

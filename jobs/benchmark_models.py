@@ -86,7 +86,8 @@ def bench_fast(contents: list[np.ndarray], style_img: np.ndarray, size: int, rep
     preset = styles.resolve_style("cyberpunk")
     runs: dict[tuple[str, str], tuple] = {}
     for prec in ("fp32", "bf16"):
-        opts = registry.ModelOptions(device="cpu", precision=prec, max_batch=len(contents))
+        opts = registry.ModelOptions(device="cpu", precision=prec, max_batch=len(contents),
+                                     read_bytes=styles.read_network)
         adain = registry.build("adain", opts)
         runs["adain cache on", prec] = (adain, lambda rep: painting)
         runs["adain cache off", prec] = (adain, lambda rep, prec=prec: StyleSpec(f"fresh-{prec}-{rep}", (style_img,), (1.0,)))
@@ -114,7 +115,7 @@ def bench_fast(contents: list[np.ndarray], style_img: np.ndarray, size: int, rep
     if not preset.network:
         print("network: no shipped preset network (python -m jobs.train_network --presets)")
         return
-    record = Path(preset.network).with_suffix(".json")
+    record = Path(styles.network_location(preset.network)).with_suffix(".json")
     if record.exists():
         made = json.loads(record.read_text())
         seconds = made.get("train_seconds") or 0

@@ -146,7 +146,8 @@ class Runner:
         self.args = args
         self.options = registry.ModelOptions(device=args.device, precision=args.precision,
                                              encoder_weights=args.encoder_weights,
-                                             decoder_weights=args.decoder_weights)
+                                             decoder_weights=args.decoder_weights,
+                                             read_bytes=presets.read_network)
         self.models: dict[str, registry.Stylizer] = {}
         self.cache = Path(args.cache) if args.cache else None
 
@@ -159,24 +160,33 @@ class Runner:
                 sys.exit(f"cannot load the {kind} model: {exc}")
         return self.models[kind]
 
-    def _gatys100(self, content: np.ndarray, style, cache_name: str) -> np.ndarray:
+    def _gatys100(self, content: np.ndarray, style, cache_name: str) -> tuple[np.ndarray, float]:
+        """The reference, from the cache when it holds this pair (with the seconds it took then)."""
         path = None
         if self.cache is not None:
             path = self.cache / f"gatys{self.args.gatys_iterations}_{self.args.size}_{self.args.seed}" / f"{cache_name}.png"
-            if path.exists():
-                return np.asarray(Image.open(path).convert("RGB"))
+            if path.exists() and path.with_suffix(".json").exists():
+                return np.asarray(Image.open(path).convert("RGB")), json.loads(path.with_suffix(".json").read_text())["seconds"]
+        t0 = time.perf_counter()
         out = self.model("gatys").stylize([content], style, iterations=self.args.gatys_iterations, init="content",
                                           coarse_to_fine=False, seed=self.args.seed)[0]
+        seconds = time.perf_counter() - t0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(out).save(path)
-        return out
+            path.with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
+        return out, seconds
 
-    def run(self, method: str, content: np.ndarray, style, cache_name: str) -> np.ndarray:
-        if method == "baseline":
-            return content
+    def run(self, method: str, content: np.ndarray, style, cache_name: str) -> tuple[np.ndarray, float]:
+        """The output and the seconds it took."""
         if method == "gatys100":
             return self._gatys100(content, style, cache_name)
+        t0 = time.perf_counter()
+        return self._run(method, content, style), time.perf_counter() - t0
+
+    def _run(self, method: str, content: np.ndarray, style) -> np.ndarray:
+        if method == "baseline":
+            return content
         kind = {"network": "network", "adain": "adain", "premium": "gatys"}[method]
         if kind == "network" and not getattr(style, "network", None):
             raise SystemExit(f"style {style.name!r} has no trained network (network scores presets: --set presets)")
@@ -359,9 +369,7 @@ def main(argv=None) -> dict:
         c = c_path.name
         row = {"content": c, "style": s, "size": list(contents[c].shape[:2]), "methods": {}}
         for method in args.methods:
-            t0 = time.perf_counter()
-            out = runner.run(method, contents[c], style_specs[s], f"{Path(c).stem}__{Path(s).stem}")
-            seconds = time.perf_counter() - t0
+            out, seconds = runner.run(method, contents[c], style_specs[s], f"{Path(c).stem}__{Path(s).stem}")
             if out.shape != contents[c].shape:
                 raise RuntimeError(f"{method} returned {out.shape} for a {contents[c].shape} input")
             scores = scorer.score(out, content_feats[c], style_targets[s])

@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Optional
 
+from stylebatch.models.registry import QUALITIES
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.nightly",
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-catalog", help="YAML/JSON file mapping style names to images")
     p.add_argument("--alpha", type=float, help="style strength 0..1")
     p.add_argument("--preserve-color", action="store_true", default=None, help="keep the content's colours")
-    p.add_argument("--quality", choices=("fast", "premium"), help="fast (AdaIN) or premium (Gatys)")
+    p.add_argument("--quality", choices=QUALITIES, help="fast (a style's network, else AdaIN) or premium (Gatys)")
     p.add_argument("--format", dest="output_format", choices=("jpeg", "png", "webp"), help="output format")
     p.add_argument("--jpeg-quality", dest="output_quality", type=int, help="encoder quality for jpeg/webp")
     p.add_argument("--max-size", type=int, help="longer side of outputs (0 = keep input size)")

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from . import storage
 from .images import IMAGE_EXTENSIONS
+from .models.registry import QUALITIES
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -32,7 +33,7 @@ __all__ = [
 REQUIRED_COLUMNS = ("image_id", "uri")
 OPTIONAL_COLUMNS = ("style", "alpha", "quality")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-QUALITY_VALUES = ("fast", "premium")
+QUALITY_VALUES = QUALITIES  # the registry's, so a new quality needs no edit here
 _STRING_COLUMNS = ("image_id", "uri", "style", "quality")
 
 MAX_LISTED = 10  # rows/ids named per problem before "... and N more"
@@ -154,7 +155,7 @@ def validate_manifest(table: pa.Table, *, known_styles: Collection[str] | None =
     Checks: required columns present and of string type; no null/empty image_id or uri; unique
     image_ids; image_ids usable as output file names (storage.output_uri accepts them); uri
     schemes supported; style in ``known_styles`` (when given); alpha numeric in [0, 1];
-    quality in {"fast", "premium"}.
+    quality in ``models.registry.QUALITIES``.
     """
     problems: list[str] = []
     names = table.column_names

@@ -69,7 +69,7 @@ class JobConfig:
         return registry.ModelOptions(device=self.device, precision=self.precision,
                                      encoder_weights=self.encoder_weights, decoder_weights=self.decoder_weights,
                                      premium_iterations=self.premium_iterations, max_batch=self.batch_size,
-                                     read_bytes=storage.read_bytes)
+                                     read_bytes=styles.read_network)
 
 
     def validate(self) -> None:
@@ -138,7 +138,7 @@ def _model_id(cfg: JobConfig, kind: str, style: styles.ResolvedStyle) -> str:
     from .models.adain import default_decoder_path
 
     if kind == "network":
-        return f"network-{_file_id(style.network)}-{style.network_style or ''}"
+        return f"network-{_file_id(styles.network_location(style.network))}-{style.network_style or ''}"
     ident = _file_id(cfg.decoder_weights or default_decoder_path())
     return ident + (f"-gatys{cfg.premium_iterations}" if kind == "gatys" else "")
 
@@ -173,7 +173,7 @@ def _check_weights(cfg: JobConfig, kinds: set[str], resolved: dict) -> None:
     if "network" in kinds:
         from .models.network import NetworkStylizer
 
-        checker = NetworkStylizer(device="cpu", precision="fp32", read_bytes=storage.read_bytes)
+        checker = NetworkStylizer(device="cpu", precision="fp32", read_bytes=styles.read_network)
         for style in resolved.values():
             if style.network:
                 checker.style_index(style)

@@ -31,7 +31,7 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
     t1 = time.perf_counter()
     options = registry.ModelOptions(device=device, precision=precision, encoder_weights=encoder_weights,
                                     decoder_weights=decoder_weights, premium_iterations=iterations,
-                                    read_bytes=storage.read_bytes)
+                                    read_bytes=styles.read_network)
     registry.check(options, [kind.name])
     out = registry.build(kind.name, options).stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
     t2 = time.perf_counter()

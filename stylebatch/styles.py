@@ -786,7 +786,7 @@ def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_c
     imgs = tuple(_image_for_ref(ref, max_pixels=max_pixels, where=where) for ref, _ in refs)
     if network is None and len(refs) == 1 and refs[0][0] in shipped_preset_networks():
         # A preset (alone, not in a blend) runs through its trained network; blends fall back to AdaIN.
-        network, network_style = shipped_networks_path(), refs[0][0]
+        network, network_style = SHIPPED_NETWORKS_REF, refs[0][0]
     total = sum(w for _, w in refs)
     weights = tuple(w / total for _, w in refs)
     return ResolvedStyle(
@@ -803,10 +803,23 @@ def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_c
 
 
 SHIPPED_NETWORKS_FILE = "preset_networks.pt"
+# How a style names the shipped file: resolved where it is read (a Ray worker's install of the
+# package may live elsewhere than the driver's), never an absolute path baked into the plan.
+SHIPPED_NETWORKS_REF = f"builtin:{SHIPPED_NETWORKS_FILE}"
 
 
 def shipped_networks_path() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "weights", SHIPPED_NETWORKS_FILE)
+
+
+def network_location(ref: str) -> str:
+    """Where a style's network file is: the shipped file for ``builtin:``, else the path or URI itself."""
+    return shipped_networks_path() if ref == SHIPPED_NETWORKS_REF else ref
+
+
+def read_network(ref: str) -> bytes:
+    """The bytes of a style's network file (local, s3:// or the shipped one): what models read with."""
+    return _storage.read_bytes(network_location(ref))
 
 
 @functools.lru_cache(maxsize=1)

@@ -77,9 +77,9 @@ def test_acceptance_compares_with_gatys_and_caches_it(holdout, shipped_decoder, 
     assert acc["passed"] == (ratios["style"] <= 1.5 and ratios["content"] <= 1.5 and ratios["structure"] >= 0.8)
     cached = list((tmp_path / "cache").rglob("*.png"))
     assert len(cached) == 1
-    again = evaluate.main(args + ["--out", str(tmp_path / "eval2")])  # served from the cache: same pixels, fast
+    again = evaluate.main(args + ["--out", str(tmp_path / "eval2")])  # served from the cache: same pixels and timing
     assert again["pairs"][0]["methods"]["gatys100"]["style"] == report["pairs"][0]["methods"]["gatys100"]["style"]
-    assert again["pairs"][0]["methods"]["gatys100"]["seconds"] < 0.5 * report["pairs"][0]["methods"]["gatys100"]["seconds"]
+    assert again["pairs"][0]["methods"]["gatys100"]["seconds"] == report["pairs"][0]["methods"]["gatys100"]["seconds"]
 
 
 def test_structure_score_tells_the_photo_from_an_unrelated_one():

@@ -30,11 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .losses import gram, total_variation
+from .losses import gram, mean_std, total_variation
 from .network import NetworkConfig, StyleNetwork, network_record
 from .vgg import load_vgg19
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+MOMENT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ class TrainConfig:
     content_side: int = 320         # photos are resized so their shorter side is this, then cropped
     style_side: int = 512           # style images' longer side when their Grams are taken
     lr: float = 1e-3
+    warmup_steps: int = 100         # linear learning-rate warmup
     content_layer: str = "relu2_2"
     content_weight: float = 0.2     # relative content error, against the fraction of the style gap open
-    style_weight: float = 1.0
+    style_weight: float = 1.0       # Gram term (Gatys)
+    moment_weight: float = 1.0      # channel mean/std term (Huang & Belongie), relu1_1..relu4_1
     tv_weight: float = 0.1          # mean absolute neighbour difference, [0, 1] pixels
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig()))
@@ -118,7 +121,10 @@ class NetworkTrainer:
         if init_network is not None:
             self._init_from(init_network)
         self.net.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        # beta2 0.99 and a warmup: with Adam's default 0.999 the large gradients of the first steps
+        # (the style loss starts far from its target) keep the step size tiny for ~1000 steps, and
+        # the network sat at the photo (fraction of the style gap open ~1.0 after 100 steps).
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.9, 0.99))
         self.rng = random.Random(config.seed)
         self.step = 0
         self.seconds = 0.0   # training time so far, over every resumed session
@@ -126,7 +132,8 @@ class NetworkTrainer:
 
     def _style_grams(self, styles: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         grams = {n: [] for n in STYLE_LAYERS}
-        with torch.inference_mode():
+        moments = {n: [] for n in MOMENT_LAYERS}
+        with torch.no_grad():
             for name, img in styles.items():
                 runtime.check_image(img, f"style image {name!r}")
                 x = resize_longer(img, self.config.style_side)[None].float().div(255).to(self.device)
@@ -134,15 +141,23 @@ class NetworkTrainer:
                     feats = self.vgg(x.contiguous(memory_format=torch.channels_last), STYLE_LAYERS)
                 for n in STYLE_LAYERS:
                     grams[n].append(gram(feats[n]))
+                for n in MOMENT_LAYERS:
+                    moments[n].append(torch.cat(mean_std(feats[n]), 1).flatten(1))  # 1,2C
+        self.style_moments = {n: torch.cat(m) for n, m in moments.items()}  # S,2C per layer
         return {n: torch.cat(g) for n, g in grams.items()}  # S,C,C per layer
 
     def _style_errors(self, feats: Mapping[str, torch.Tensor], style: torch.Tensor) -> torch.Tensor:
-        """Per sample: sum over layers of 10 / C_l**2 * MSE(Gram, its style's Gram)."""
-        total = 0.0
+        """Per sample, B x 2: the Gram error (sum over layers of 10 / C_l**2 * MSE of Grams) and the
+        moment error (sum over layers of MSE of channel means + MSE of channel stds)."""
+        grams = 0.0
         for n in STYLE_LAYERS:
             g = gram(feats[n])
-            total = total + self.layer_weights[n] * (g - self.style_grams[n][style]).square().mean((1, 2))
-        return total
+            grams = grams + self.layer_weights[n] * (g - self.style_grams[n][style]).square().mean((1, 2))
+        moments = 0.0
+        for n in MOMENT_LAYERS:
+            m = torch.cat(mean_std(feats[n]), 1).flatten(1)
+            moments = moments + (m - self.style_moments[n][style]).square().mean(1)
+        return torch.stack([grams, moments], 1)
 
     @torch.no_grad()
     def _baselines(self, batches: int = 4) -> torch.Tensor:
@@ -150,13 +165,13 @@ class NetworkTrainer:
         that style's loss is measured in. Its own RNG: the training RNG (and exact resume) is untouched."""
         rng = random.Random(self.config.seed + 7919)
         n_styles = len(self.style_names)
-        total = torch.zeros(n_styles, device=self.device)
+        total = torch.zeros(n_styles, 2, device=self.device)
         for _ in range(batches):
             x = random_crops(self.content, self.config.batch, self.config.crop, rng).to(self.device)
             with runtime.autocast(self.device, self.precision):
                 feats = self.vgg(x, STYLE_LAYERS)
             for s in range(n_styles):
-                total[s] += self._style_errors(feats, torch.full((x.shape[0],), s, device=self.device)).mean()
+                total[s] += self._style_errors(feats, torch.full((x.shape[0],), s, device=self.device)).mean(0)
         return (total / batches).clamp_min(1e-12)
 
     def _init_from(self, record: dict) -> None:
@@ -183,13 +198,15 @@ class NetworkTrainer:
             feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
         content = ((feats[cfg.content_layer].float() - target).square().sum((1, 2, 3))
                    / target.square().sum((1, 2, 3)).clamp_min(1e-6)).mean()
-        style_loss = (self._style_errors(feats, style) / self.baselines[style]).mean()
+        fractions = (self._style_errors(feats, style) / self.baselines[style]).mean(0)  # gaps still open
+        style_loss = cfg.style_weight * fractions[0] + cfg.moment_weight * fractions[1]
         tv = total_variation(y.float())
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
-        total = (cfg.content_weight * content + cfg.style_weight * style_loss + cfg.tv_weight * tv
+        total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
                  + 10.0 * out_of_range)
-        return total, {"content": float(content.detach()), "style": float(style_loss.detach()), "tv": float(tv.detach()),
+        return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
+                       "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
                        "total": float(total.detach())}
 
     def train_step(self) -> dict[str, float]:
@@ -197,6 +214,8 @@ class NetworkTrainer:
         x = random_crops(self.content, cfg.batch, cfg.crop, self.rng).to(self.device)
         style = torch.tensor([self.rng.randrange(len(self.style_names)) for _ in range(cfg.batch)],
                              device=self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
         self.optimizer.zero_grad(set_to_none=True)
         total, parts = self.loss(x, style)
         total.backward()
@@ -221,8 +240,9 @@ class NetworkTrainer:
                 window = []
                 rate = (time.monotonic() - start) / (self.step - start_step)
                 if progress:
-                    progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style {mean['style']:.4g}, "
-                             f"content {mean['content']:.4g})  {rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
+                    progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style gap open: Gram "
+                             f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g})  "
+                             f"{rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
             if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
                 checkpoint(self)
 
