@@ -25,8 +25,7 @@ from .models.network_training import NetworkTrainer, TrainConfig
 
 # scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user
 # gets with no ../shared beside the checkout.
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-                  "motorcycle_left", "camera")
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera")
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
 
 

@@ -396,4 +396,8 @@ def test_train_style_trains_once_and_the_next_run_reuses_it(tmp_path):
     src = np.asarray(Image.open(tmp_path / "p0.jpg").convert("RGB"))
     style = styles.with_network(styles.resolve_style(str(tmp_path / "brand.png")), str(cached[0]))
     want = NetworkStylizer(device="cpu", precision="fp32").stylize([src], style)[0].astype(float)
-    assert np.abs(got - want).mean() < 4.0
+    from stylebatch.models import AdaINStylizer
+
+    adain = AdaINStylizer(device="cpu", precision="fp32").stylize([src], style)[0].astype(float)
+    assert np.abs(got - want).mean() < 6.0  # JPEG noise on a noisy synthetic photo
+    assert np.abs(got - want).mean() < 0.5 * np.abs(got - adain).mean()

@@ -125,22 +125,22 @@ def test_per_row_style_alpha_and_premium_routing(ray_local, tmp_path):
     b = write_photo(tmp_path / "b.jpg", 40, 40, 5)
     c = write_photo(tmp_path / "c.jpg", 40, 40, 5)
     manifest = write_manifest(tmp_path / "m.parquet", [
-        {"image_id": "a", "uri": str(a), "style": "ink", "alpha": None, "quality": None},
+        {"image_id": "a", "uri": str(a), "style": "pop", "alpha": None, "quality": None},
         {"image_id": "b", "uri": str(b), "style": None, "alpha": 0.0, "quality": "fast"},
         {"image_id": "c", "uri": str(c), "style": None, "alpha": None, "quality": "premium"},
     ])
-    summary = restyle(_cfg(tmp_path, manifest, premium_iterations=3))
+    # Premium starts from the photo: 3 L-BFGS iterations move a 40 px image by ~2 grey levels, 10 by ~19.
+    summary = restyle(_cfg(tmp_path, manifest, premium_iterations=10))
     r = results.read_results(summary.output, summary.run_id).to_pandas().set_index("image_id")
     assert (r.status == "ok").all(), r.error.tolist()
-    assert r.loc["a", "style"] == "ink" and r.loc["a", "output_uri"].endswith("/ink/a.jpg")
+    assert r.loc["a", "style"] == "pop" and r.loc["a", "output_uri"].endswith("/pop/a.jpg")
     assert r.loc["c", "quality"] == "premium" and r.loc["b", "quality"] == "fast"
     outs = {k: np.asarray(Image.open(r.loc[k, "output_uri"])).astype(float) for k in "abc"}
-    # alpha 0 from the manifest reached the model: the output is the decoder's reconstruction.
-    from stylebatch.models import AdaINStylizer
-
-    recon = AdaINStylizer().reconstruct([np.asarray(Image.open(b).convert("RGB"))])[0].astype(float)
-    recon_err = np.abs(outs["b"] - recon).mean()  # JPEG noise only
-    assert recon_err < 12
+    # alpha 0 from the manifest reached the model: a preset's network blends with the photo, so
+    # the output is the photo (AdaIN's alpha 0 would be its decoder's reconstruction instead).
+    photo_b = np.asarray(Image.open(b).convert("RGB")).astype(float)
+    recon_err = np.abs(outs["b"] - photo_b).mean()  # JPEG noise only
+    assert recon_err < 6
     assert np.abs(outs["a"] - outs["b"]).mean() > 2 * recon_err
     assert np.abs(outs["c"] - outs["b"]).mean() > 2 * recon_err
     metrics = results.read_metrics(summary.output, summary.run_id)
