@@ -20,7 +20,7 @@ import torch
 
 from . import images, storage
 from .images import IMAGE_EXTENSIONS
-from .models.checkpoints import WeightsError, load_weights_record
+from .models.checkpoints import WeightsError, load_weights_bytes, load_weights_record
 from .models.network_training import NetworkTrainer, TrainConfig
 
 # scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user
@@ -95,15 +95,10 @@ def _save(obj, uri: str) -> None:
 
 
 def _load(uri: str):
-    """Weights-only load of a file that may live on S3 (copied to a temp file first)."""
+    """Weights-only load of a file that may live on S3 (its bytes are unpickled in memory)."""
     parsed = storage.parse_uri(uri)
     if parsed.scheme == "s3":
-        import tempfile
-
-        with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-            tmp.write(storage.read_bytes(uri))
-            tmp.flush()
-            return load_weights_record(tmp.name)
+        return load_weights_bytes(storage.read_bytes(uri), uri)
     return load_weights_record(parsed.key_or_path)
 
 
