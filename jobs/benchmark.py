@@ -27,7 +27,8 @@ from PIL import Image
 
 from stylebatch import images, results, styles
 from stylebatch.models import registry
-from stylebatch.pipeline import JobConfig, restyle
+from stylebatch.config import JobConfig
+from stylebatch.pipeline import restyle
 
 
 def make_images(n: int, size: int, folder: Path) -> list[Path]:

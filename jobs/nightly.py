@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Optional
 
-from stylebatch.models.registry import QUALITIES
+from stylebatch.config import add_argparse_options, config_values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,25 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", help="folder or s3://bucket/prefix to scan for images (a fresh manifest each night)")
     src.add_argument("--manifest", help="use this Parquet manifest instead of scanning a source")
-    p.add_argument("--output", "-o", required=True, help="local folder or s3://bucket/prefix")
-    # Defaults are None so JobConfig's own defaults apply: one place decides them.
-    p.add_argument("--style", help="default style: built-in preset or style-catalog name")
-    p.add_argument("--style-image", help="use this image (path, file://, s3://) as the style")
-    p.add_argument("--style-catalog", help="YAML/JSON file mapping style names to images")
-    p.add_argument("--alpha", type=float, help="style strength 0..1")
-    p.add_argument("--preserve-color", action="store_true", default=None, help="keep the content's colours")
-    p.add_argument("--quality", choices=QUALITIES, help="fast (a style's network, else AdaIN) or premium (Gatys)")
-    p.add_argument("--format", dest="output_format", choices=("jpeg", "png", "webp"), help="output format")
-    p.add_argument("--jpeg-quality", dest="output_quality", type=int, help="encoder quality for jpeg/webp")
-    p.add_argument("--max-size", type=int, help="longer side of outputs (0 = keep input size)")
-    p.add_argument("--batch-size", type=int, help="images per model batch")
-    p.add_argument("--premium-iterations", type=int, help="Gatys iterations for premium rows")
-    p.add_argument("--device", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", help="auto, fp32, bf16 or fp16 (CUDA)")
-    p.add_argument("--encoder-weights", help="pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)")
-    p.add_argument("--decoder-weights", help="a decoder exported by jobs.train_decoder, or pytorch-AdaIN "
-                   "decoder.pth (with --encoder-weights)")
-    p.add_argument("--run-id", help="name of this run (default: timestamp)")
+    # The same options as `stylebatch submit`, from the one table (stylebatch.config.JOB_OPTIONS).
+    add_argparse_options(p)
     return p
 
 
@@ -50,9 +33,9 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[dict, dict]:
     """({source, manifest, output}, JobConfig options given on the command line)."""
     args = vars(build_parser().parse_args(argv))
     where = {k: args.pop(k) for k in ("source", "manifest", "output")}
-    options = {k: v for k, v in args.items() if v is not None}
-    if options.get("max_size") == 0:
-        options["max_size"] = None  # same convention as `stylebatch submit --max-size 0`
+    if where["output"] is None:
+        build_parser().error("--output is required")
+    options = config_values({k: v for k, v in args.items() if v is not None})
     return where, options
 
 

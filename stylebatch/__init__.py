@@ -13,7 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "JobConfig": ("stylebatch.pipeline", "JobConfig"),
+    "JobConfig": ("stylebatch.config", "JobConfig"),
     "RunSummary": ("stylebatch.pipeline", "RunSummary"),
     "restyle": ("stylebatch.pipeline", "restyle"),
     "build_plan": ("stylebatch.pipeline", "build_plan"),

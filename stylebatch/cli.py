@@ -1,6 +1,7 @@
 """The ``stylebatch`` command: parses, calls the library, prints. No logic of its own."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -9,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from .config import option
+
 app = typer.Typer(help="Catalog-scale image restyling on Ray Data.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 manifest_app = typer.Typer(help="Build manifests.", no_args_is_help=True)
@@ -16,9 +19,9 @@ styles_app = typer.Typer(help="Built-in and catalog styles.", no_args_is_help=Tr
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(styles_app, name="styles")
 
-DEFAULT_OUTPUT = "stylebatch-output"
-ENCODER_WEIGHTS_HELP = "pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)"
-DECODER_WEIGHTS_HELP = "a decoder exported by jobs.train_decoder, or pytorch-AdaIN decoder.pth (with --encoder-weights)"
+DEFAULT_OUTPUT = option("output").default
+ENCODER_WEIGHTS_HELP = option("encoder_weights").help
+DECODER_WEIGHTS_HELP = option("decoder_weights").help
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -75,54 +78,25 @@ def _run_job(cfg, dry_run: bool) -> None:
     if dry_run:
         typer.echo(pipeline.plan_summary(plan, cfg))
         return
-    typer.echo(f"restyling {plan.counts['rows']} rows ({plan.counts['fast']} fast, {plan.counts['premium']} premium)"
-               f" -> {cfg.output}", err=True)
+    c = plan.counts
+    typer.echo(f"restyling {c['rows']} rows ({c['fast']} fast, {c['premium']} premium"
+               + (f", {c['invalid']} that cannot run" if c["invalid"] else "") + f") -> {cfg.output}", err=True)
+    for line in pipeline.invalid_examples(plan):
+        typer.echo(f"  cannot run {line}", err=True)
+    if c["invalid"] > 10:
+        typer.echo(f"  ... and {c['invalid'] - 10} more (all are error rows in the results; --strict refuses "
+                   "the manifest instead)", err=True)
     summary = pipeline.restyle(cfg, plan=plan, progress=_print_progress)
     _print_summary(summary)
     if summary.failed:
         raise typer.Exit(1)
 
 
-@app.command()
-def submit(
-    manifest: str = typer.Argument(..., help="Parquet manifest: local path, file:// or s3://"),
-    style: str = typer.Option("cyberpunk", help="default style: built-in preset or style-catalog name"),
-    output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="local folder or s3://bucket/prefix"),
-    style_image: Optional[str] = typer.Option(None, help="use this image (path, file://, s3://) as the style"),
-    style_catalog: Optional[str] = typer.Option(None, help="YAML/JSON file mapping style names to images"),
-    alpha: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="style strength 0..1 (default: the style's, else 1)"),
-    preserve_color: bool = typer.Option(False, help="keep the content's colours"),
-    quality: Optional[str] = typer.Option(None, help="fast (AdaIN) or premium (Gatys); default: the style's, else fast"),
-    fmt: str = typer.Option("jpeg", "--format", help="jpeg, png or webp"),
-    jpeg_quality: int = typer.Option(90, help="encoder quality for jpeg/webp"),
-    max_size: int = typer.Option(1024, help="longer side of outputs (0 = keep input size)"),
-    overwrite: bool = typer.Option(False, help="redo rows already written OK"),
-    dry_run: bool = typer.Option(False, help="validate and print the plan; run nothing"),
-    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS",
-                                          help="Ray cluster: http://head:8265 submits a Ray job; host:port connects"),
-    batch_size: int = typer.Option(8, help="images per model batch"),
-    premium_iterations: int = typer.Option(100, help="Gatys iterations for premium rows"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]"),
-    precision: str = typer.Option("auto", help="auto, fp32, bf16 or fp16 (CUDA)"),
-    gpu: str = typer.Option("auto", help="auto (GPUs Ray reports now), always (autoscaling GPU clusters), never"),
-    max_actors: Optional[int] = typer.Option(None, help="upper bound on model actors per pool"),
-    encoder_weights: Optional[str] = typer.Option(None, help=ENCODER_WEIGHTS_HELP),
-    decoder_weights: Optional[str] = typer.Option(None, help=DECODER_WEIGHTS_HELP),
-    run_id: Optional[str] = typer.Option(None, help="name of this run (default: timestamp)"),
-    train_style: bool = typer.Option(False, help="first train a network for --style-image (one Ray task; cached "
-                                     "under OUTPUT/_styles/ and reused by later runs), then run the catalog with it"),
-    train_steps: int = typer.Option(1000, help="--train-style: training steps"),
-):
+def submit(manifest: str, dry_run: bool, address: Optional[str], **options):
     """Restyle every image in MANIFEST and write outputs, per-row results and run metrics."""
-    from .pipeline import JobConfig
+    from .config import JobConfig, config_values
 
-    cfg = JobConfig(manifest=manifest, output=output, style=style, style_image=style_image,
-                    style_catalog=style_catalog, alpha=alpha, preserve_color=preserve_color, quality=quality,
-                    output_format=fmt, output_quality=jpeg_quality, max_size=max_size or None, overwrite=overwrite,
-                    batch_size=batch_size, premium_iterations=premium_iterations, device=device,
-                    precision=precision, encoder_weights=encoder_weights, decoder_weights=decoder_weights,
-                    run_id=run_id, gpu=gpu, max_actors=max_actors, train_style=train_style,
-                    train_steps=train_steps)
+    cfg = JobConfig(manifest=manifest, **config_values(options))
     if address and address.startswith(("http://", "https://")) and not dry_run:
         from .cluster import submit_job
 
@@ -132,6 +106,28 @@ def submit(
     _run_job(cfg, dry_run)
 
 
+def _submit_signature() -> inspect.Signature:
+    """submit's own arguments, then every job option from ``config.JOB_OPTIONS`` (the one table
+    that ``jobs.nightly`` and the cluster entrypoint are built from too)."""
+    from .config import typer_parameters
+
+    own = [
+        inspect.Parameter("manifest", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                          default=typer.Argument(..., help="Parquet manifest: local path, file:// or s3://")),
+        inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--dry-run", help="validate and print the plan; run nothing")),
+        inspect.Parameter("address", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                          default=typer.Option(None, "--address", envvar="RAY_ADDRESS",
+                                               help="Ray cluster: http://head:8265 submits a Ray job; "
+                                                    "host:port connects")),
+    ]
+    return inspect.Signature(own + typer_parameters())
+
+
+submit.__signature__ = _submit_signature()
+app.command()(submit)
+
+
 @app.command()
 def demo(
     output: str = typer.Option("stylebatch-demo", help="folder for the demo's photos, manifest and outputs"),
@@ -139,7 +135,7 @@ def demo(
 ):
     """Run the main job on an embedded default: scikit-image's bundled photos, a built-in style, local Ray."""
     from .demo import prepare_demo
-    from .pipeline import JobConfig
+    from .config import JobConfig
 
     root = Path(output)
     manifest_path = prepare_demo(root)

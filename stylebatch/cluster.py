@@ -18,25 +18,11 @@ def project_root() -> Path:
 
 
 def entrypoint_for(cfg) -> str:
-    """``python -m jobs.restyle ...``: the same options as ``stylebatch submit``, run on the cluster."""
-    args = [cfg.manifest, "--output", cfg.output, "--style", cfg.style, "--format", cfg.output_format,
-            "--jpeg-quality", str(cfg.output_quality), "--max-size", str(cfg.max_size or 0), "--batch-size", str(cfg.batch_size),
-            "--premium-iterations", str(cfg.premium_iterations), "--device", cfg.device,
-            "--precision", cfg.precision, "--gpu", cfg.gpu]
-    for flag, value in (("--style-image", cfg.style_image), ("--style-catalog", cfg.style_catalog),
-                        ("--encoder-weights", cfg.encoder_weights), ("--decoder-weights", cfg.decoder_weights),
-                        ("--run-id", cfg.run_id), ("--quality", cfg.quality),
-                        ("--alpha", None if cfg.alpha is None else str(cfg.alpha)),
-                        ("--max-actors", cfg.max_actors and str(cfg.max_actors)),
-                        ("--train-steps", cfg.train_style and str(cfg.train_steps))):
-        if value:
-            args += [flag, value]
-    if cfg.preserve_color:
-        args.append("--preserve-color")
-    if cfg.overwrite:
-        args.append("--overwrite")
-    if cfg.train_style:
-        args.append("--train-style")
+    """``python -m jobs.restyle ...``: the same options as ``stylebatch submit`` (both come from
+    ``config.JOB_OPTIONS``), run on the cluster."""
+    from .config import command_line
+
+    args = [cfg.manifest, *command_line(cfg)]
     return "python -m jobs.restyle " + " ".join(shlex.quote(a) for a in args)
 
 

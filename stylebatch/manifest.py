@@ -26,6 +26,8 @@ __all__ = [
     "ManifestError",
     "read_manifest",
     "validate_manifest",
+    "check_manifest",
+    "ManifestCheck",
     "build_manifest",
     "image_id_for",
 ]
@@ -149,71 +151,109 @@ def _check_unsafe_id(image_id: str) -> str | None:
     return None
 
 
-def validate_manifest(table: pa.Table, *, known_styles: Collection[str] | None = None) -> None:
-    """Check every row and raise one ManifestError listing all problems (None if valid).
+class ManifestCheck:
+    """What is wrong with a manifest, in two kinds:
+
+    * ``structural``: the table itself cannot be used (missing columns, wrong column types);
+      nothing can run.
+    * per-row problems: ``row_errors`` maps a row index to one message naming everything wrong
+      with that row. A nightly run fails just those rows; ``--strict`` refuses the whole manifest.
+
+    ``problems()`` is everything, grouped by kind, as ``ManifestError`` lists it.
+    """
+
+    def __init__(self, ids: list[Any] | None):
+        self.structural: list[str] = []
+        self.ids = ids
+        self._groups: dict[str, list[str]] = {}       # grouped message head -> row labels
+        self._tails: dict[str, str] = {}              # grouped message head -> text after the list
+        self._rows: dict[int, list[str]] = defaultdict(list)
+        self._duplicates: list[str] = []
+
+    def add(self, i: int, head: str, label: str, message: str, tail: str = "") -> None:
+        self._groups.setdefault(head, []).append(label)
+        if tail:
+            self._tails[head] = tail
+        self._rows[i].append(message)
+
+    @property
+    def row_errors(self) -> dict[int, str]:
+        return {i: "; ".join(msgs) for i, msgs in sorted(self._rows.items())}
+
+    def problems(self) -> list[str]:
+        out = list(self.structural)
+        for head, labels in self._groups.items():
+            if head == _DUPLICATE:
+                out.append(f"duplicate image_id ({len(self._duplicates)} ids repeated): {_capped(self._duplicates)}")
+            else:
+                out.append(_rows_problem(head, labels) + self._tails.get(head, ""))
+        return out
+
+
+_DUPLICATE = "duplicate image_id"
+_UNSUPPORTED_URI = "unsupported uri (supported: local paths, file://, s3://)"
+
+
+def check_manifest(table: pa.Table, *, known_styles: Collection[str] | None = None) -> ManifestCheck:
+    """Check every row; never raises for content problems (see ``ManifestCheck``).
 
     Checks: required columns present and of string type; no null/empty image_id or uri; unique
-    image_ids; image_ids usable as output file names (storage.output_uri accepts them); uri
-    schemes supported; style in ``known_styles`` (when given); alpha numeric in [0, 1];
-    quality in ``models.registry.QUALITIES``.
+    image_ids (the first of a repeated id is fine, later ones are the problem); image_ids usable
+    as output file names (storage.output_uri accepts them); uri schemes supported; style in
+    ``known_styles`` (when given); alpha numeric in [0, 1]; quality in ``models.registry.QUALITIES``.
     """
-    problems: list[str] = []
     names = table.column_names
+    columns: dict[str, list[Any]] = {}
+    structural: list[str] = []
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
-        problems.append(
+        structural.append(
             "missing required column"
             + ("s " if len(missing) > 1 else " ")
             + ", ".join(repr(c) for c in missing)
             + f" (columns present: {', '.join(names) if names else 'none'})"
         )
-
-    columns: dict[str, list[Any]] = {}
     for name in COLUMNS:
         if name not in names:
             continue
         col = _normalize_column(name, table.column(name))
         if name in _STRING_COLUMNS and not (_is_stringish(col.type) or pa.types.is_null(col.type)):
-            problems.append(f"column {name!r} must contain strings, got {col.type}")
+            structural.append(f"column {name!r} must contain strings, got {col.type}")
             continue
         columns[name] = col.to_pylist()
+    alphas, alpha_problem = _alpha_values(table.column("alpha")) if "alpha" in names else (None, None)
+    if alpha_problem:
+        structural.append(alpha_problem)
 
     ids = columns.get("image_id")
+    check = ManifestCheck(ids)
+    check.structural = structural
 
     if ids is not None:
-        empty = [_row_label(i, None) for i, v in enumerate(ids) if v is None or v.strip() == ""]
-        if empty:
-            problems.append(_rows_problem("missing or empty image_id", empty))
-
-        positions: dict[str, list[int]] = defaultdict(list)
-        for i, v in enumerate(ids):
-            if v is not None and v.strip() != "":
-                positions[v].append(i)
-        dups = [(v, rows) for v, rows in positions.items() if len(rows) > 1]
-        if dups:
-            listed = [f"{_fmt_value(v)} in rows {', '.join(map(str, rows))}" for v, rows in dups]
-            problems.append(f"duplicate image_id ({len(dups)} ids repeated): {_capped(listed)}")
-
-        unsafe = []
+        first_row: dict[str, int] = {}
+        repeated: dict[str, list[int]] = defaultdict(list)
         for i, v in enumerate(ids):
             if v is None or v.strip() == "":
+                check.add(i, "missing or empty image_id", _row_label(i, None), "missing or empty image_id")
                 continue
+            if v in first_row:
+                if not repeated[v]:
+                    repeated[v].append(first_row[v])
+                repeated[v].append(i)
+                check.add(i, _DUPLICATE, "", f"duplicate image_id {_fmt_value(v)} (first in row {first_row[v]})")
+            else:
+                first_row[v] = i
             why = _check_unsafe_id(v)
             if why is not None:
-                unsafe.append(_row_label(i, ids, why))
-        if unsafe:
-            problems.append(
-                _rows_problem("unsafe image_id (must be usable as an output file name)", unsafe)
-            )
+                check.add(i, "unsafe image_id (must be usable as an output file name)", _row_label(i, ids, why),
+                          f"unsafe image_id {_fmt_value(v)}: {why}")
+        check._duplicates = [f"{_fmt_value(v)} in rows {', '.join(map(str, rows))}" for v, rows in repeated.items()]
 
     uris = columns.get("uri")
     if uris is not None:
-        empty = [_row_label(i, ids) for i, v in enumerate(uris) if v is None or v.strip() == ""]
-        if empty:
-            problems.append(_rows_problem("missing or empty uri", empty))
-        bad_scheme = []
         for i, v in enumerate(uris):
             if v is None or v.strip() == "":
+                check.add(i, "missing or empty uri", _row_label(i, ids), "missing or empty uri")
                 continue
             if v.startswith("/") or (v.startswith("s3://") and len(v) > 5 and v[5] != "/"):
                 continue  # the common, plainly valid forms (fast path for huge manifests)
@@ -221,70 +261,65 @@ def validate_manifest(table: pa.Table, *, known_styles: Collection[str] | None =
                 storage.parse_uri(v)
             except storage.UnsupportedSchemeError:
                 scheme = v.split(":", 1)[0].lower()
-                bad_scheme.append(_row_label(i, ids, f"uri {_fmt_value(v)}, scheme {scheme!r}"))
+                check.add(i, _UNSUPPORTED_URI, _row_label(i, ids, f"uri {_fmt_value(v)}, scheme {scheme!r}"),
+                          f"unsupported uri scheme {scheme!r} in {_fmt_value(v)} (supported: local paths, "
+                          "file://, s3://)")
             except storage.StorageError as exc:
-                bad_scheme.append(_row_label(i, ids, f"uri {_fmt_value(v)}: {exc}"))
-        if bad_scheme:
-            problems.append(
-                _rows_problem(
-                    "unsupported uri (supported: local paths, file://, s3://)", bad_scheme
-                )
-            )
+                check.add(i, _UNSUPPORTED_URI, _row_label(i, ids, f"uri {_fmt_value(v)}: {exc}"),
+                          f"bad uri {_fmt_value(v)}: {exc}")
 
     styles = columns.get("style")
     if styles is not None and known_styles is not None:
         allowed = set(known_styles)
-        unknown = [
-            _row_label(i, ids, f"style {_fmt_value(v)}")
-            for i, v in enumerate(styles)
-            if v is not None and v not in allowed
-        ]
-        if unknown:
-            available = ", ".join(sorted(allowed)) if allowed else "none"
-            problems.append(_rows_problem("unknown style", unknown) + f" (available styles: {available})")
+        listed = ", ".join(sorted(allowed)) if allowed else "none"
+        for i, v in enumerate(styles):
+            if v is not None and v not in allowed:
+                check.add(i, "unknown style", _row_label(i, ids, f"style {_fmt_value(v)}"),
+                          f"unknown style {_fmt_value(v)} (available: {_capped(sorted(allowed))})",
+                          tail=f" (available styles: {listed})")
 
-    if "alpha" in names:
-        problems.extend(_check_alpha(table.column("alpha"), ids))
+    for i, v in enumerate(alphas or ()):
+        # "not (0 <= v <= 1)" is also True for NaN.
+        if v is None:
+            continue
+        if isinstance(v, str):
+            if not _parses_as_float(v):
+                check.add(i, "alpha is not a number", _row_label(i, ids, f"alpha {_fmt_value(v)}"),
+                          f"alpha {_fmt_value(v)} is not a number")
+        elif not (0 <= v <= 1):
+            check.add(i, "alpha must be a number between 0 and 1", _row_label(i, ids, f"alpha {_fmt_value(v)}"),
+                      f"alpha {_fmt_value(v)} is not a number between 0 and 1")
 
     qualities = columns.get("quality")
     if qualities is not None:
-        bad = [
-            _row_label(i, ids, f"quality {_fmt_value(v)}")
-            for i, v in enumerate(qualities)
-            if v is not None and v not in QUALITY_VALUES
-        ]
-        if bad:
-            problems.append(
-                _rows_problem(f"quality must be one of {', '.join(QUALITY_VALUES)}", bad)
-            )
+        for i, v in enumerate(qualities):
+            if v is not None and v not in QUALITY_VALUES:
+                check.add(i, f"quality must be one of {', '.join(QUALITY_VALUES)}",
+                          _row_label(i, ids, f"quality {_fmt_value(v)}"),
+                          f"quality {_fmt_value(v)} is not one of {', '.join(QUALITY_VALUES)}")
+    return check
 
+
+def validate_manifest(table: pa.Table, *, known_styles: Collection[str] | None = None) -> None:
+    """Raise one ManifestError listing every problem (structural and per row); None if valid."""
+    problems = check_manifest(table, known_styles=known_styles).problems()
     if problems:
         raise ManifestError(problems)
 
 
-def _check_alpha(col: pa.ChunkedArray, ids: list[Any] | None) -> list[str]:
+def _alpha_values(col: pa.ChunkedArray) -> tuple[list[Any] | None, str | None]:
+    """(values to check row by row, or a problem with the whole column)."""
     col = _normalize_column("alpha", col)
     t = col.type
     if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
-        bad = [
-            _row_label(i, ids, f"alpha {_fmt_value(v)}")
-            for i, v in enumerate(col.to_pylist())
-            # "not (0 <= v <= 1)" is also True for NaN.
-            if v is not None and not (0 <= v <= 1)
-        ]
-        return [_rows_problem("alpha must be a number between 0 and 1", bad)] if bad else []
+        return col.to_pylist(), None
     if _is_stringish(t):
         # Not accepted even when the text is numeric: downstream code reads alpha as a float.
         values = col.to_pylist()
-        non_numeric = [
-            _row_label(i, ids, f"alpha {_fmt_value(v)}")
-            for i, v in enumerate(values)
-            if v is not None and not _parses_as_float(v)
-        ]
-        if non_numeric:
-            return [_rows_problem("alpha is not a number", non_numeric)]
-        return [f"column 'alpha' must be stored as numbers (float), got {t}"]
-    return [f"column 'alpha' must be numeric, got {t}"]
+        if any(v is not None and not _parses_as_float(v) for v in values):
+            return values, None  # the non-numeric rows are named one by one
+        return None, f"column 'alpha' must be stored as numbers (float), got {t}"
+    return None, f"column 'alpha' must be numeric, got {t}"
 
 
 def _parses_as_float(text: str) -> bool:

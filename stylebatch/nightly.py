@@ -20,7 +20,8 @@ from typing import Any, Optional
 
 from . import results, storage
 from .manifest import build_manifest
-from .pipeline import JobConfig, ProgressFn, RunSummary, build_plan, restyle
+from .config import JobConfig
+from .pipeline import ProgressFn, RunSummary, build_plan, restyle
 
 NIGHTLY_DIR = "_nightly"
 LAST_SUCCESS_NAME = "last_success.json"

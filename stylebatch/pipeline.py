@@ -25,73 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import images, manifest, results, storage, styles
+from .config import JobConfig
 from .faults import CrashJournal, maybe_inject_fault
 from .models import registry
-from .models.registry import QUALITIES
 
 log = logging.getLogger(__name__)
 
 _MAX_SOURCE_BYTES = 256 * 1024 * 1024
-
-
-@dataclass
-class JobConfig:
-    """Everything a run needs; the CLI and ``jobs.restyle`` build one of these."""
-
-    manifest: str
-    output: str = "stylebatch-output"
-    style: str = "cyberpunk"
-    style_image: Optional[str] = None
-    style_catalog: Optional[str] = None
-    alpha: Optional[float] = None      # None: the style's default (catalog), else 1.0
-    preserve_color: bool = False
-    quality: Optional[str] = None      # None: the style's default (catalog), else "fast"
-    output_format: str = "jpeg"
-    output_quality: int = 90
-    max_size: Optional[int] = 1024
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
-    overwrite: bool = False
-    batch_size: int = 8
-    premium_iterations: int = 100
-    device: str = "auto"
-    precision: str = "auto"
-    encoder_weights: Optional[str] = None
-    decoder_weights: Optional[str] = None
-    run_id: Optional[str] = None
-    ray_address: Optional[str] = None
-    max_actors: Optional[int] = None
-    gpu: str = "auto"  # auto: use GPUs Ray reports now; always: request them (autoscaling clusters); never
-    train_style: bool = False          # --style-image: first train a network for it (cached under the output)
-    train_steps: int = 1000            # --train-style: training steps (from the shipped presets' network)
-    style_network: Optional[str] = None  # a network file for --style-image (set by --train-style)
-
-    def model_options(self) -> registry.ModelOptions:
-        return registry.ModelOptions(device=self.device, precision=self.precision,
-                                     encoder_weights=self.encoder_weights, decoder_weights=self.decoder_weights,
-                                     premium_iterations=self.premium_iterations, max_batch=self.batch_size,
-                                     read_bytes=styles.read_network)
-
-
-    def validate(self) -> None:
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"--alpha must be within [0, 1], got {self.alpha}")
-        if self.quality is not None and self.quality not in QUALITIES:
-            raise ValueError(f"--quality must be one of {QUALITIES}, got {self.quality!r}")
-        if self.output_format not in images.FORMAT_EXTENSIONS:
-            raise ValueError(f"--format must be one of {sorted(images.FORMAT_EXTENSIONS)}, got {self.output_format!r}")
-        if not 1 <= self.output_quality <= 100:
-            raise ValueError(f"--jpeg-quality must be within 1..100, got {self.output_quality}")
-        if self.max_size is not None and self.max_size < 8:
-            raise ValueError(f"--max-size must be at least 8 pixels, got {self.max_size}")
-        if self.gpu not in ("auto", "always", "never"):
-            raise ValueError(f"--gpu must be auto, always or never, got {self.gpu!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.train_style and not self.style_image:
-            raise ValueError("--train-style trains a network for --style-image: give the style image")
-        if self.train_steps < 1:
-            raise ValueError(f"--train-steps must be positive, got {self.train_steps}")
-        storage.parse_uri(self.output)
 
 
 @dataclass
@@ -110,6 +50,16 @@ class RunSummary:
 # --------------------------------------------------------------------------------------------
 # Planning (driver): validate the manifest, resolve styles, decide each row's output and params.
 # --------------------------------------------------------------------------------------------
+
+# The plan's columns: what the driver decided for each manifest row. ``plan_error`` is set for a
+# row that cannot run (its message), and such a row has no model and no output_uri.
+PLAN_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("uri", pa.string()), ("style", pa.string()), ("alpha", pa.float64()),
+    ("preserve_color", pa.bool_()), ("quality", pa.string()), ("model", pa.string()), ("output_uri", pa.string()),
+    ("params_key", pa.string()), ("done_fingerprint", pa.string()), ("plan_error", pa.string()),
+])
+PLAN_COLUMNS = tuple(PLAN_SCHEMA.names)
+
 
 @dataclass
 class Plan:
@@ -143,17 +93,25 @@ def _model_id(cfg: JobConfig, kind: str, style: styles.ResolvedStyle) -> str:
     return ident + (f"-gatys{cfg.premium_iterations}" if kind == "gatys" else "")
 
 
-def _resolve_styles(cfg: JobConfig, names: set[str]) -> dict:
+def _resolve_styles(cfg: JobConfig, names: set[str]) -> tuple[dict, dict]:
+    """(name -> ResolvedStyle, name -> why it cannot be used). The job's own style (``--style`` /
+    ``--style-image``) must resolve: a bad command line stops the run. A row's style that does
+    not resolve (a catalog entry whose image is gone) fails those rows, or the run with --strict."""
     catalog = styles.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None
-    out = {}
+    out, broken = {}, {}
     for name in sorted(names):
         if name == cfg.style and cfg.style_image:
             out[name] = styles.resolve_style(cfg.style_image, catalog=catalog)
             if cfg.style_network:
                 out[name] = styles.with_network(out[name], cfg.style_network)
-        else:
+            continue
+        try:
             out[name] = styles.resolve_style(name, catalog=catalog)
-    return out
+        except styles.StyleError as exc:
+            if name == cfg.style or cfg.strict:
+                raise
+            broken[name] = str(exc)
+    return out, broken
 
 
 def custom_style_name(style_image: str) -> str:
@@ -208,11 +166,14 @@ def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
         cfg.style_network = _train_style_network(cfg, train=train_styles)
     table = manifest.read_manifest(cfg.manifest)
     row_styles = table.column("style").to_pylist() if "style" in table.column_names else [None] * table.num_rows
-    wanted = {s for s in row_styles if s} | {cfg.style}
     catalog_names = set(styles.available_styles(styles.StyleCatalog.load(cfg.style_catalog))) if cfg.style_catalog \
         else set(styles.available_styles())
-    manifest.validate_manifest(table, known_styles=catalog_names | {cfg.style})
-    resolved = _resolve_styles(cfg, wanted)
+    check = manifest.check_manifest(table, known_styles=catalog_names | {cfg.style})
+    if check.structural or (cfg.strict and check.row_errors):
+        raise manifest.ManifestError(check.problems())
+    row_errors = check.row_errors
+    wanted = {s for i, s in enumerate(row_styles) if s and i not in row_errors} | {cfg.style}
+    resolved, broken = _resolve_styles(cfg, wanted)
 
     ids = table.column("image_id").to_pylist()
     uris = table.column("uri").to_pylist()
@@ -220,36 +181,37 @@ def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
     quals = table.column("quality").to_pylist() if "quality" in table.column_names else [None] * len(ids)
     done = {} if cfg.overwrite else results.completed_index(cfg.output)
     ext = images.FORMAT_EXTENSIONS[cfg.output_format]
-    cols: dict[str, list] = {k: [] for k in ("image_id", "uri", "style", "alpha", "preserve_color", "quality",
-                                             "model", "output_uri", "params_key", "done_fingerprint")}
-    for image_id, uri, style_name, alpha, quality in zip(ids, uris, row_styles, alphas, quals):
+    cols: dict[str, list] = {k: [] for k in PLAN_COLUMNS}
+    for i, (image_id, uri, style_name, alpha, quality) in enumerate(zip(ids, uris, row_styles, alphas, quals)):
         style_name = style_name or cfg.style
-        style = resolved[style_name]
-        # Precedence: manifest row > command line > style catalog default.
-        alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha is not None else style.alpha)
-        quality = quality or cfg.quality or style.quality
-        preserve = cfg.preserve_color or style.preserve_color
-        out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
-        kind = registry.kind_for(quality, style).name
-        pkey = _params_key(style, alpha, preserve, quality, cfg, kind)
-        prev = done.get(out_uri)
-        cols["image_id"].append(image_id)
-        cols["uri"].append(uri)
-        cols["style"].append(style_name)
-        cols["alpha"].append(alpha)
-        cols["preserve_color"].append(preserve)
-        cols["quality"].append(quality)
-        cols["model"].append(kind)
-        cols["output_uri"].append(out_uri)
-        cols["params_key"].append(pkey)
-        cols["done_fingerprint"].append(prev[0] if prev and prev[1] == pkey else "")
-    _check_weights(cfg, set(cols["model"]), resolved)
-    plan_table = pa.table(cols)
+        problem = row_errors.get(i) or (f"style {style_name!r} cannot be used: {broken[style_name]}"
+                                        if style_name in broken else "")
+        if problem:
+            # Never run and never given an output key: an unsafe or repeated id must not name a file.
+            values = (image_id, uri, style_name, None, False, quality, "", None, "", "", problem)
+        else:
+            style = resolved[style_name]
+            # Precedence: manifest row > command line > style catalog default.
+            alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha is not None else style.alpha)
+            quality = quality or cfg.quality or style.quality
+            preserve = cfg.preserve_color or style.preserve_color
+            out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
+            kind = registry.kind_for(quality, style).name
+            pkey = _params_key(style, alpha, preserve, quality, cfg, kind)
+            prev = done.get(out_uri)
+            values = (image_id, uri, style_name, alpha, preserve, quality, kind, out_uri, pkey,
+                      prev[0] if prev and prev[1] == pkey else "", "")
+        for name, value in zip(PLAN_COLUMNS, values):
+            cols[name].append(value)
+    _check_weights(cfg, {k for k in cols["model"] if k}, resolved)
+    plan_table = pa.table(cols, schema=PLAN_SCHEMA)
+    valid = [q for q, e in zip(cols["quality"], cols["plan_error"]) if not e]
     counts = {
         "rows": plan_table.num_rows,
-        "fast": cols["quality"].count("fast"),
-        "premium": cols["quality"].count("premium"),
-        "models": {k: cols["model"].count(k) for k in sorted(set(cols["model"]))},
+        "fast": valid.count("fast"),
+        "premium": valid.count("premium"),
+        "invalid": sum(1 for e in cols["plan_error"] if e),
+        "models": {k: cols["model"].count(k) for k in sorted(set(cols["model"]) - {""})},
         "previously_done": sum(1 for f in cols["done_fingerprint"] if f),
         "styles": sorted(resolved),
     }
@@ -426,6 +388,20 @@ def write_batch(batch: dict, *, out_uri: str, run_id: str, fmt: str, quality: in
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
+def _record_invalid_rows(rows: pa.Table, out_uri: str, run_id: str) -> pa.Table:
+    """The manifest rows that cannot run, as error rows of this run (one part, written first)."""
+    n = rows.num_rows
+    table = pa.table({
+        "image_id": rows.column("image_id"),
+        "uri": pa.array([storage.redact(u) if u is not None else None for u in rows.column("uri").to_pylist()],
+                        pa.string()),
+        "style": rows.column("style"), "quality": rows.column("quality"),
+        "status": pa.array(["error"] * n, pa.string()), "error": rows.column("plan_error"),
+    })
+    results.write_results_part(out_uri, run_id, table, part_id="invalid-rows")
+    return table
+
+
 # --------------------------------------------------------------------------------------------
 # Resources: size the pools from what Ray reports so read/write tasks always have CPU left.
 # --------------------------------------------------------------------------------------------
@@ -533,7 +509,13 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     run_id = cfg.run_id or results.make_run_id()
     ray = _init_ray(cfg.ray_address)
     CrashJournal.create(run_id)
+    metrics = results.RunMetrics(run_id=run_id,
+                                 started_at=datetime.datetime.fromtimestamp(started, datetime.timezone.utc))
     table = plan.table
+    invalid = pc.not_equal(table.column("plan_error"), "")
+    if pc.any(invalid).as_py():
+        metrics.add(_record_invalid_rows(table.filter(invalid), cfg.output, run_id))
+        table = table.filter(pc.invert(invalid))
     kinds = [k.name for k in registry.MODEL_KINDS if k.name in set(table.column("model").to_pylist())]
     node_cpus = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
                     default=0.0) or None
@@ -543,15 +525,13 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
         sub = table.filter(pc.equal(table.column("model"), kind))
         names = set(sub.column("style").to_pylist())
         datasets.append(_dataset_for(ray, sub, cfg, run_id, kind, {n: plan.styles[n] for n in names}, sizing))
-    metrics = results.RunMetrics(run_id=run_id,
-                                 started_at=datetime.datetime.fromtimestamp(started, datetime.timezone.utc))
     if datasets:
         ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             batch = {k: v for k, v in batch.items() if k != "worker"}
             metrics.add(batch)
             if progress:
-                progress({"done": metrics.total, "rows": table.num_rows, "counts": dict(metrics.counts),
+                progress({"done": metrics.total, "rows": plan.table.num_rows, "counts": dict(metrics.counts),
                           "elapsed_s": time.time() - started})
     wall = time.time() - started
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}
@@ -576,5 +556,12 @@ def plan_summary(plan: Plan, cfg: JobConfig) -> str:
         "manifest": storage.redact(cfg.manifest), "output": storage.redact(cfg.output), "rows": c["rows"],
         "fast": c["fast"], "premium": c["premium"], "already_done_candidates": c["previously_done"],
         "styles": c["styles"], "format": cfg.output_format, "max_size": cfg.max_size,
-        "example_output": plan.table.column("output_uri")[0].as_py() if plan.table.num_rows else None,
+        "invalid_rows": c["invalid"], "invalid_examples": invalid_examples(plan),
+        "example_output": next((u for u in plan.table.column("output_uri").to_pylist() if u), None),
     }, indent=2)
+
+
+def invalid_examples(plan: Plan, limit: int = 10) -> list[str]:
+    """'image_id: why' for the first rows that cannot run."""
+    t = plan.table.filter(pc.not_equal(plan.table.column("plan_error"), "")).slice(0, limit)
+    return [f"{i}: {e}" for i, e in zip(t.column("image_id").to_pylist(), t.column("plan_error").to_pylist())]

@@ -32,7 +32,8 @@ import pytest
 from PIL import Image
 
 from stylebatch import images, results, storage
-from stylebatch.pipeline import JobConfig, restyle
+from stylebatch.config import JobConfig
+from stylebatch.pipeline import restyle
 from tests.helpers import ROOT, photo, write_manifest, write_photo
 
 pytestmark = pytest.mark.slow

@@ -269,7 +269,8 @@ def test_catalog_entry_names_a_network(tmp_path):
 
 
 def test_plan_refuses_a_bad_network_before_any_work(tmp_path):
-    from stylebatch.pipeline import JobConfig, build_plan
+    from stylebatch.config import JobConfig
+    from stylebatch.pipeline import build_plan
     from tests.helpers import write_manifest, write_photo
 
     src = write_photo(tmp_path / "a.jpg", 20, 20, 1)

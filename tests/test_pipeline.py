@@ -12,7 +12,8 @@ from PIL import Image
 
 from stylebatch import images, results
 from stylebatch.manifest import ManifestError
-from stylebatch.pipeline import JobConfig, build_plan, restyle
+from stylebatch.config import JobConfig
+from stylebatch.pipeline import build_plan, restyle
 from stylebatch.styles import StyleError
 from tests.helpers import photo, run_cli, write_manifest, write_photo
 
@@ -154,10 +155,10 @@ def test_per_row_style_alpha_and_premium_routing(ray_local, tmp_path):
     ([{"image_id": "../../etc/x", "uri": "/x.jpg"}], "../../etc/x"),
     ([{"image_id": "a", "uri": "/x.jpg", "style": "no-such-style"}], "cyberpunk"),
 ])
-def test_validation_errors_stop_before_any_work(tmp_path, rows, message):
+def test_strict_validation_errors_stop_before_any_work(tmp_path, rows, message):
     manifest = write_manifest(tmp_path / "m.parquet", rows)
     with pytest.raises((ManifestError, StyleError)) as exc:
-        build_plan(_cfg(tmp_path, manifest))
+        build_plan(_cfg(tmp_path, manifest, strict=True))
     assert message in str(exc.value)
     assert not (tmp_path / "out").exists()
 
@@ -179,8 +180,11 @@ def test_cli_dry_run_and_exit_codes(tmp_path):
     assert json.loads(dry.stdout)["rows"] == 2 and not out.exists()
 
     bad = write_manifest(tmp_path / "bad.parquet", [{"image_id": "g", "uri": str(good), "quality": "ultra"}])
-    refused = run_cli("submit", str(bad), "--output", str(out))
+    refused = run_cli("submit", str(bad), "--output", str(out), "--strict")
     assert refused.returncode == 2 and "ultra" in refused.stderr and not out.exists()
+    structural = write_manifest(tmp_path / "structural.parquet", [{"image_id": "g"}])
+    refused = run_cli("submit", str(structural), "--output", str(out))
+    assert refused.returncode == 2 and "missing required column 'uri'" in refused.stderr and not out.exists()
 
     run = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "32")
     assert run.returncode == 1, run.stdout + run.stderr  # one row failed

@@ -16,9 +16,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from stylebatch import storage
+from stylebatch import results, storage
 from stylebatch.manifest import ManifestError
-from stylebatch.pipeline import JobConfig, build_plan
+from stylebatch.config import JobConfig
+from stylebatch.pipeline import build_plan
 from tests.helpers import run_cli, write_manifest, write_photo
 
 BAD_IDS = ["../../etc/x", "/abs/path", "..%2f..%2fx", "%2e%2e/x", "a/../../b"]
@@ -40,18 +41,26 @@ def test_unsafe_image_id_refused_by_the_planner(tmp_path, bad_id, base):
                                                        {"image_id": bad_id, "uri": "/y.jpg"}])
     out = str(tmp_path / "out") if base == "local" else base
     with pytest.raises(ManifestError) as exc:
-        build_plan(JobConfig(manifest=str(manifest), output=out))
+        build_plan(JobConfig(manifest=str(manifest), output=out, strict=True))
     assert repr(bad_id) in str(exc.value) and "unsafe image_id" in str(exc.value)
+    if base != "local":
+        return  # planning the rest reads the output's earlier results: that needs the server
+    # By default the row fails alone, and is never given an output key.
+    rows = build_plan(JobConfig(manifest=str(manifest), output=out)).table.to_pylist()
+    assert rows[0]["plan_error"] == "" and rows[0]["output_uri"].startswith(out)
+    assert repr(bad_id) in rows[1]["plan_error"] and "unsafe image_id" in rows[1]["plan_error"]
+    assert rows[1]["output_uri"] is None
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_refuses_unsafe_ids_before_any_work_local(tmp_path):
     work = tmp_path / "a" / "b"
     good = write_photo(work / "src" / "good.jpg", 16, 16, 1)
     manifest = write_manifest(work / "m.parquet", [{"image_id": "good", "uri": str(good)}]
                               + [{"image_id": i, "uri": str(good)} for i in BAD_IDS])
     before = _tree(tmp_path)
-    run = run_cli("submit", str(manifest), "--output", str(work / "out"))
+    run = run_cli("submit", str(manifest), "--output", str(work / "out"), "--strict")
     assert run.returncode == 2, run.stdout + run.stderr
     assert "unsafe image_id" in run.stderr
     for bad_id in BAD_IDS:
@@ -59,6 +68,21 @@ def test_cli_refuses_unsafe_ids_before_any_work_local(tmp_path):
     assert "Traceback" not in run.stderr
     # Nothing written under the output, beside it, or where a traversal would have landed.
     assert _tree(tmp_path) == before
+    assert not Path("/abs/path.jpg").exists() and not Path("/abs").exists()
+
+    # Without --strict the good row runs and each unsafe one is an error row; still nothing is
+    # written outside the output prefix.
+    run = run_cli("submit", str(manifest), "--output", str(work / "out"), "--max-size", "16")
+    assert run.returncode == 1, run.stdout + run.stderr
+    new = set(_tree(tmp_path)) - set(before)
+    assert new and all(p.startswith("a/b/out") for p in new), sorted(new)
+    assert "a/b/out/cyberpunk/good.jpg" in new
+    rows = results.read_results(str(work / "out"), results.list_runs(str(work / "out"))[-1]).to_pylist()
+    by_id = {r["image_id"]: r for r in rows}
+    assert by_id["good"]["status"] == "ok"
+    for bad_id in BAD_IDS:
+        assert by_id[bad_id]["status"] == "error" and "unsafe image_id" in by_id[bad_id]["error"]
+        assert by_id[bad_id]["output_uri"] is None
     assert not Path("/abs/path.jpg").exists() and not Path("/abs").exists()
 
 
@@ -74,7 +98,7 @@ def test_cli_refuses_unsafe_ids_before_any_work_s3(tmp_path, s3_server, s3_prefi
 
     before = keys()
     for extra in (["--dry-run"], []):
-        run = run_cli("submit", str(manifest), "--output", f"{s3_prefix}/out", *extra)
+        run = run_cli("submit", str(manifest), "--output", f"{s3_prefix}/out", "--strict", *extra)
         assert run.returncode == 2, run.stdout + run.stderr
         for bad_id in BAD_IDS:
             assert repr(bad_id) in run.stderr, bad_id

@@ -1,0 +1,211 @@
+"""The job's configuration and its options, declared once.
+
+``JobConfig`` is what a run needs (the library API: ``stylebatch.restyle(JobConfig(...))``).
+``JOB_OPTIONS`` names each option a user can set on a command line: its flag, help and type. The
+three command lines are built from it, so they cannot drift apart:
+
+* ``stylebatch submit`` (typer): ``typer_parameters()``;
+* ``python -m jobs.nightly`` (argparse): ``add_argparse_options(parser)``;
+* the cluster entrypoint ``stylebatch.cluster.entrypoint_for(cfg)``: ``command_line(cfg)`` turns a
+  config back into the flags that rebuild it.
+
+Adding an option is one JobConfig field plus one ``JobOption`` line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import images, storage
+from .models import registry
+
+GPU_MODES = ("auto", "always", "never")
+
+
+@dataclass
+class JobConfig:
+    """Everything a run needs; the CLI and ``jobs.restyle`` build one of these."""
+
+    manifest: str
+    output: str = "stylebatch-output"
+    style: str = "cyberpunk"
+    style_image: Optional[str] = None
+    style_catalog: Optional[str] = None
+    alpha: Optional[float] = None      # None: the style's default (catalog), else 1.0
+    preserve_color: bool = False
+    quality: Optional[str] = None      # None: the style's default (catalog), else "fast"
+    output_format: str = "jpeg"
+    output_quality: int = 90
+    max_size: Optional[int] = 1024
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+    strict: bool = False               # a row that cannot run stops the whole run (exit 2) instead of failing alone
+    batch_size: int = 8
+    premium_iterations: int = 100
+    device: str = "auto"
+    precision: str = "auto"
+    encoder_weights: Optional[str] = None
+    decoder_weights: Optional[str] = None
+    run_id: Optional[str] = None
+    ray_address: Optional[str] = None
+    max_actors: Optional[int] = None
+    gpu: str = "auto"  # auto: use GPUs Ray reports now; always: request them (autoscaling clusters); never
+    wait: bool = False                 # another run holds the output: wait for it instead of stopping
+    force: bool = False                # another run holds the output: break its lease
+    train_style: bool = False          # --style-image: first train a network for it (cached under the output)
+    train_steps: int = 1000            # --train-style: training steps (from the shipped presets' network)
+    style_network: Optional[str] = None  # a network file for --style-image (set by --train-style)
+
+    def model_options(self) -> registry.ModelOptions:
+        from . import styles
+
+        return registry.ModelOptions(device=self.device, precision=self.precision,
+                                     encoder_weights=self.encoder_weights, decoder_weights=self.decoder_weights,
+                                     premium_iterations=self.premium_iterations, max_batch=self.batch_size,
+                                     read_bytes=styles.read_network)
+
+    def validate(self) -> None:
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be within [0, 1], got {self.alpha}")
+        if self.quality is not None and self.quality not in registry.QUALITIES:
+            raise ValueError(f"--quality must be one of {registry.QUALITIES}, got {self.quality!r}")
+        if self.output_format not in images.FORMAT_EXTENSIONS:
+            raise ValueError(f"--format must be one of {sorted(images.FORMAT_EXTENSIONS)}, got {self.output_format!r}")
+        if not 1 <= self.output_quality <= 100:
+            raise ValueError(f"--jpeg-quality must be within 1..100, got {self.output_quality}")
+        if self.max_size is not None and self.max_size < 8:
+            raise ValueError(f"--max-size must be at least 8 pixels, got {self.max_size}")
+        if self.gpu not in GPU_MODES:
+            raise ValueError(f"--gpu must be one of {', '.join(GPU_MODES)}, got {self.gpu!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.train_style and not self.style_image:
+            raise ValueError("--train-style trains a network for --style-image: give the style image")
+        if self.train_steps < 1:
+            raise ValueError(f"--train-steps must be positive, got {self.train_steps}")
+        if self.wait and self.force:
+            raise ValueError("--wait and --force contradict each other: wait for the running job, or break its lease")
+        storage.parse_uri(self.output)
+
+
+@dataclass(frozen=True)
+class JobOption:
+    """One command-line option of a job: the JobConfig field it sets and how it is spelled."""
+
+    field: str
+    flag: str
+    help: str
+    short: Optional[str] = None
+    choices: tuple[str, ...] = ()
+    zero_means_none: bool = False      # e.g. --max-size 0 = no limit (JobConfig holds None)
+
+    @property
+    def default(self) -> Any:
+        return _FIELDS[self.field].default
+
+    @property
+    def type(self) -> type:
+        hint = _FIELDS[self.field].type
+        for name, t in (("bool", bool), ("int", int), ("float", float)):
+            if name in str(hint):
+                return t
+        return str
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(JobConfig)}
+
+JOB_OPTIONS: tuple[JobOption, ...] = (
+    JobOption("output", "--output", "local folder or s3://bucket/prefix", short="-o"),
+    JobOption("style", "--style", "default style: built-in preset or style-catalog name"),
+    JobOption("style_image", "--style-image", "use this image (path, file://, s3://) as the style"),
+    JobOption("style_catalog", "--style-catalog", "YAML/JSON file mapping style names to images"),
+    JobOption("alpha", "--alpha", "style strength 0..1 (default: the style's, else 1)"),
+    JobOption("preserve_color", "--preserve-color", "keep the content's colours"),
+    JobOption("quality", "--quality", "fast (the style's network, else AdaIN) or premium (Gatys); "
+              "default: the style's, else fast", choices=registry.QUALITIES),
+    JobOption("output_format", "--format", "output image format", choices=tuple(images.FORMAT_EXTENSIONS)),
+    JobOption("output_quality", "--jpeg-quality", "encoder quality for jpeg/webp"),
+    JobOption("max_size", "--max-size", "longer side of outputs (0 = keep input size)", zero_means_none=True),
+    JobOption("overwrite", "--overwrite", "redo rows already written OK"),
+    JobOption("strict", "--strict", "refuse the whole manifest (exit 2, nothing written) if any row cannot run; "
+              "default: such rows become error rows and the rest run"),
+    JobOption("batch_size", "--batch-size", "images per model batch"),
+    JobOption("premium_iterations", "--premium-iterations", "Gatys iterations for premium rows"),
+    JobOption("device", "--device", "auto, cpu or cuda[:N]"),
+    JobOption("precision", "--precision", "auto, fp32, bf16 or fp16 (CUDA)"),
+    JobOption("gpu", "--gpu", "auto (GPUs Ray reports now), always (autoscaling GPU clusters), never",
+              choices=GPU_MODES),
+    JobOption("max_actors", "--max-actors", "upper bound on model actors per pool"),
+    JobOption("encoder_weights", "--encoder-weights", "pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)"),
+    JobOption("decoder_weights", "--decoder-weights", "a decoder exported by jobs.train_decoder, or pytorch-AdaIN "
+              "decoder.pth (with --encoder-weights)"),
+    JobOption("run_id", "--run-id", "name of this run (default: timestamp)"),
+    JobOption("wait", "--wait", "if another run is writing to the same output, wait for it to finish"),
+    JobOption("force", "--force", "if another run holds the output's lease, break it (only when you know it is dead)"),
+    JobOption("train_style", "--train-style", "first train a network for --style-image (one Ray task; cached under "
+              "OUTPUT/_styles/ and reused by later runs), then run the catalog with it"),
+    JobOption("train_steps", "--train-steps", "--train-style: training steps"),
+)
+
+
+def option(field: str) -> JobOption:
+    return next(o for o in JOB_OPTIONS if o.field == field)
+
+
+def config_values(values: dict) -> dict:
+    """Command-line values (by field name) -> JobConfig keyword arguments (conventions applied)."""
+    out = dict(values)
+    for opt in JOB_OPTIONS:
+        if opt.zero_means_none and out.get(opt.field) == 0:
+            out[opt.field] = None
+    return out
+
+
+def typer_parameters() -> list[inspect.Parameter]:
+    """``JOB_OPTIONS`` as keyword parameters for a typer command (see ``cli.submit``)."""
+    import typer
+
+    params = []
+    for opt in JOB_OPTIONS:
+        help_text = opt.help + (f" ({', '.join(opt.choices)})" if opt.choices else "")
+        default = 0 if opt.zero_means_none and opt.default is None else opt.default
+        names = [opt.flag] + ([opt.short] if opt.short else [])
+        kwargs: dict[str, Any] = {"help": help_text}
+        if opt.field == "alpha":
+            kwargs.update(min=0.0, max=1.0)
+        annotation = Optional[opt.type] if default is None else opt.type
+        params.append(inspect.Parameter(opt.field, inspect.Parameter.KEYWORD_ONLY,
+                                        default=typer.Option(default, *names, **kwargs), annotation=annotation))
+    return params
+
+
+def add_argparse_options(parser: argparse.ArgumentParser) -> None:
+    """``JOB_OPTIONS`` on an argparse parser. Every default is None, so JobConfig's own defaults
+    apply (one place decides them); a parsed None means "not given"."""
+    for opt in JOB_OPTIONS:
+        names = [opt.flag] + ([opt.short] if opt.short else [])
+        if opt.type is bool:
+            parser.add_argument(*names, dest=opt.field, action="store_true", default=None, help=opt.help)
+        else:
+            parser.add_argument(*names, dest=opt.field, type=opt.type, choices=opt.choices or None, help=opt.help)
+
+
+def command_line(cfg: JobConfig) -> list[str]:
+    """The flags that rebuild ``cfg`` through any of the command lines above (values that differ
+    from JobConfig's defaults only)."""
+    args: list[str] = []
+    for opt in JOB_OPTIONS:
+        value = getattr(cfg, opt.field)
+        if value == opt.default:
+            continue
+        if opt.type is bool:
+            if value:
+                args.append(opt.flag)
+        elif value is None and opt.zero_means_none:
+            args += [opt.flag, "0"]
+        elif value is not None:
+            args += [opt.flag, str(value)]
+    return args

@@ -1,0 +1,35 @@
+"""Planning on the driver (no Ray): what each manifest row becomes before any work."""
+from __future__ import annotations
+
+from stylebatch.config import JobConfig
+from stylebatch.pipeline import build_plan
+from tests.helpers import write_manifest, write_photo
+
+
+def _cfg(tmp_path, manifest, **kw):
+    return JobConfig(manifest=str(manifest), output=str(tmp_path / "out"), max_size=64, **kw)
+
+
+def test_rows_that_cannot_run_are_planned_as_errors(tmp_path):
+    good = write_photo(tmp_path / "g.jpg", 32, 32, 7)
+    manifest = write_manifest(tmp_path / "m.parquet", [
+        {"image_id": "g", "uri": str(good), "style": None, "alpha": None},
+        {"image_id": "../../etc/x", "uri": str(good), "style": None, "alpha": None},
+        {"image_id": "n", "uri": None, "style": None, "alpha": None},
+        {"image_id": "a7", "uri": str(good), "style": None, "alpha": 7.0},
+        {"image_id": "s", "uri": str(good), "style": "no-such-style", "alpha": None},
+        {"image_id": "g", "uri": str(good), "style": None, "alpha": None},
+    ])
+    plan = build_plan(_cfg(tmp_path, manifest))
+    rows = plan.table.to_pylist()
+    errors = [r["plan_error"] for r in rows]
+    assert errors[0] == "" and rows[0]["output_uri"].endswith("cyberpunk/g.jpg") and rows[0]["model"]
+    assert "unsafe image_id" in errors[1] and "'..'" in errors[1]
+    assert "missing or empty uri" in errors[2]
+    assert "alpha 7.0" in errors[3] and "between 0 and 1" in errors[3]
+    assert "unknown style 'no-such-style'" in errors[4] and "cyberpunk" in errors[4]
+    assert "duplicate image_id 'g' (first in row 0)" in errors[5]
+    # A row that cannot run never gets an output key or a model.
+    assert all(r["output_uri"] is None and r["model"] == "" for r in rows[1:])
+    assert plan.counts["invalid"] == 5 and plan.counts["fast"] == 1
+    assert not (tmp_path / "out").exists()
