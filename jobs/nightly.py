@@ -41,7 +41,8 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[dict, dict]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     from stylebatch import storage
-    from stylebatch.cli import _print_progress, _print_summary, _user_errors
+    from stylebatch.cli import _print_summary, _user_errors
+    from stylebatch.progress import ProgressDisplay
     from stylebatch.nightly import run_nightly
 
     where, options = parse_args(argv)
@@ -50,7 +51,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         # We are the job itself: connect to the cluster we run on, never submit another job.
         address = os.environ["RAY_ADDRESS"] = "auto"
     try:
-        result = run_nightly(**where, progress=_print_progress, ray_address=address or None, **options)
+        result = run_nightly(**where, progress=ProgressDisplay(), ray_address=address or None, **options)
     except _user_errors() as exc:
         print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
         return 2

@@ -41,21 +41,6 @@ def _user_errors():
     return (ManifestError, StyleError, StorageError, WeightsError, ImageDecodeError, ValueError)
 
 
-_last_progress = [0.0]
-
-
-def _print_progress(p: dict) -> None:
-    import time
-
-    if time.time() - _last_progress[0] < 2 and p["done"] < p["rows"]:
-        return  # at most one line every 2 s
-    _last_progress[0] = time.time()
-    c = p["counts"]
-    rate = p["done"] / p["elapsed_s"] if p["elapsed_s"] > 0 else 0.0
-    typer.echo(f"  {p['done']}/{p['rows']} rows  ok {c.get('ok', 0)}  skipped {c.get('skipped', 0)}  "
-               f"error {c.get('error', 0)}  ({rate:.2f} rows/s)", err=True)
-
-
 def _print_summary(summary) -> None:
     m = summary.metrics
     c = m["counts"]
@@ -86,7 +71,9 @@ def _run_job(cfg, dry_run: bool) -> None:
     if c["invalid"] > 10:
         typer.echo(f"  ... and {c['invalid'] - 10} more (all are error rows in the results; --strict refuses "
                    "the manifest instead)", err=True)
-    summary = pipeline.restyle(cfg, plan=plan, progress=_print_progress)
+    from .progress import ProgressDisplay
+
+    summary = pipeline.restyle(cfg, plan=plan, progress=ProgressDisplay())
     _print_summary(summary)
     if summary.failed:
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -281,13 +282,14 @@ class StylizeActor:
     the resolved styles. A failure inside a batch is retried image by image so one poisoned image
     only fails its own row; a crash of the whole process is handled with the run's CrashJournal."""
 
-    def __init__(self, *, model_kind: str, options: registry.ModelOptions, styles_by_name: dict, threads: int,
+    def __init__(self, *, model_kind: str, options: registry.ModelOptions, styles_ref: list, threads: int,
                  run_id: str):
+        import ray
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.styles = styles_by_name
+        self.styles = ray.get(styles_ref[0])  # {name: ResolvedStyle}, wrapped in a list so Ray passes the ref
         self.run_id = run_id
         self.model = registry.build(model_kind, options)
         self.journal = CrashJournal.for_run(run_id)
@@ -453,6 +455,11 @@ def size_pools(resources: dict, pools: int, max_actors: Optional[int] = None,
 # --------------------------------------------------------------------------------------------
 
 def _init_ray(address: Optional[str]):
+    if not address and "ray" not in sys.modules:
+        # Ray's default for a new local cluster (token auth), said explicitly so Ray does not print
+        # a warning about having chosen it; RAY_AUTH_MODE=disabled still opts out. Ray reads it
+        # when imported, so only before that (otherwise Ray's own default and warning stand).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if not ray.is_initialized():
@@ -464,13 +471,26 @@ def _init_ray(address: Optional[str]):
         # Ray Data ships this package to workers via the driver's sys.path on a local cluster; on a
         # remote cluster the job's working_dir (ray job submit) provides it.
         ray.init(**kwargs)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = False
+    _quiet_ray_data(ray)
     return ray
 
 
-def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, styles_by_name: dict,
+def _quiet_ray_data(ray) -> None:
+    """Our progress line replaces Ray Data's bars and per-dataset INFO lines on the console (they
+    still go to Ray's ray-data.log); its warnings and errors still show."""
+    from ray.util.debug import log_once
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = False
+    log_once("ray_data_progress_manager_disabled")  # marks Ray's "bars disabled" notice as shown
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ == "PlainRayHandler":  # the console handler of Ray Data's config
+            handler.setLevel(logging.WARNING)
+
+
+def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, styles_ref: list,
                  sizing: PoolSizing):
     # One block per model batch: images flow through the stages batch by batch (memory stays flat,
     # results commit as each batch finishes) instead of waiting for bigger blocks to fill. Premium
@@ -490,7 +510,10 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, s
         num_gpus=sizing.num_gpus,
         # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
         # the CrashJournal makes sure a poisoned image cannot make that loop forever.
-        fn_constructor_kwargs={"model_kind": kind, "options": cfg.model_options(), "styles_by_name": styles_by_name,
+        # The styles (reference images: up to MBs) go in by reference: constructor arguments that
+        # big would be put in the object store by Ray itself, which then warns that an actor
+        # restart could lose them. This reference lives as long as the driver's plan.
+        fn_constructor_kwargs={"model_kind": kind, "options": cfg.model_options(), "styles_ref": styles_ref,
                                "threads": sizing.threads, "run_id": run_id},
     )
     return ds.map_batches(write_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
@@ -516,6 +539,13 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     if pc.any(invalid).as_py():
         metrics.add(_record_invalid_rows(table.filter(invalid), cfg.output, run_id))
         table = table.filter(pc.invert(invalid))
+
+    def report_progress() -> None:
+        if progress:
+            progress({"done": metrics.total, "rows": plan.table.num_rows, "counts": dict(metrics.counts),
+                      "elapsed_s": time.time() - started})
+
+    report_progress()
     kinds = [k.name for k in registry.MODEL_KINDS if k.name in set(table.column("model").to_pylist())]
     node_cpus = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
                     default=0.0) or None
@@ -524,15 +554,14 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     for kind in kinds:
         sub = table.filter(pc.equal(table.column("model"), kind))
         names = set(sub.column("style").to_pylist())
-        datasets.append(_dataset_for(ray, sub, cfg, run_id, kind, {n: plan.styles[n] for n in names}, sizing))
+        styles_ref = [ray.put({n: plan.styles[n] for n in names})]
+        datasets.append(_dataset_for(ray, sub, cfg, run_id, kind, styles_ref, sizing))
     if datasets:
         ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             batch = {k: v for k, v in batch.items() if k != "worker"}
             metrics.add(batch)
-            if progress:
-                progress({"done": metrics.total, "rows": plan.table.num_rows, "counts": dict(metrics.counts),
-                          "elapsed_s": time.time() - started})
+            report_progress()
     wall = time.time() - started
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}
     config["output"] = storage.redact(str(config["output"]))
