@@ -572,9 +572,9 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     out_metrics["run_id"] = run_id
     metrics_uri = results.write_metrics(cfg.output, run_id, out_metrics)
     try:
-        results.refresh_index_snapshot(cfg.output)
-    except storage.StorageError as exc:  # the snapshot is an optimisation; results parts stay the truth
-        log.warning("could not refresh the completed-index snapshot: %s", exc)
+        results.fold_finished_runs(cfg.output)
+    except storage.StorageError as exc:  # compaction and the snapshot are optimisations; the parts stay the truth
+        log.warning("could not compact the results or refresh the completed-index snapshot: %s", exc)
     CrashJournal.drop(run_id)
     return RunSummary(run_id, cfg.output, out_metrics, results.results_dir(cfg.output, run_id), metrics_uri)
 

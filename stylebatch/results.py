@@ -68,6 +68,8 @@ RESULT_SCHEMA = pa.schema(
 )
 
 RUNS_DIR = "_runs"
+COMPACTED_PREFIX = "results-"   # a run's compacted result files; "part-" files are per-batch commit markers
+_FOLDED_META = b"stylebatch.folded_parts"
 INDEX_NAME = "_index.parquet"
 _INDEX_META_RUNS = b"stylebatch.runs_included"
 _INDEX_META_VERSION = b"stylebatch.index_version"
@@ -262,12 +264,70 @@ def write_results_part(out_uri: str, run_id: str, rows: Sequence[Mapping[str, An
 
 
 def _part_paths(fs: pafs.FileSystem, results_path: str) -> list[str]:
+    """The files holding a run's rows, each row once: its compacted files, plus the per-batch parts
+    that no compacted file has folded in yet (a run killed before or during its compaction)."""
     infos = fs.get_file_info(pafs.FileSelector(results_path, allow_not_found=True, recursive=False))
-    return sorted(
-        i.path
-        for i in infos
-        if i.type == pafs.FileType.File and i.base_name.startswith("part-") and i.base_name.endswith(".parquet")
-    )
+    files = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
+    compacted = sorted(i.path for i in files if i.base_name.startswith(COMPACTED_PREFIX))
+    folded = {name for path in compacted for name in _folded_parts(fs, path)}
+    parts = sorted(i.path for i in files if i.base_name.startswith("part-") and i.base_name not in folded)
+    return compacted + parts
+
+
+def _folded_parts(fs: pafs.FileSystem, path: str) -> list[str]:
+    with fs.open_input_file(path) as fh:
+        meta = pq.read_metadata(fh).metadata or {}
+    return json.loads(meta.get(_FOLDED_META, b"[]").decode())
+
+
+def compact_run(out_uri: str, run_id: str, *, rows_per_file: int = 1_000_000) -> list[str]:
+    """Fold a run's per-batch parts into a few files of up to ``rows_per_file`` rows (a 1M-row run
+    would otherwise leave ~125,000 tiny objects to list and read). Safe to kill at any moment:
+    each compacted file names the parts it holds, readers skip those parts, and the parts are
+    deleted only after every compacted file is written; a later call finishes the job.
+    Returns the compacted files' URIs (empty when there was nothing to fold)."""
+    fs, path = _fs(results_dir(out_uri, run_id))
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+    names = {i.base_name for i in infos if i.type == pafs.FileType.File}
+    compacted = sorted(n for n in names if n.startswith(COMPACTED_PREFIX) and n.endswith(".parquet"))
+    folded = {p for n in compacted for p in _folded_parts(fs, f"{path}/{n}")}
+    parts = sorted(n for n in names if n.startswith("part-") and n.endswith(".parquet"))
+    stale = [p for p in parts if p in folded]        # folded by a compaction that was cut short
+    loose = [p for p in parts if p not in folded]
+    written: list[str] = []
+    batches: list[pa.RecordBatch] = []
+    claimed: list[str] = []
+    rows = 0
+
+    def flush() -> None:
+        nonlocal batches, claimed, rows
+        # A compacted file claims exactly the parts whose rows it holds, so at every moment each
+        # row is read once: from its part, or from the one file that claimed the part.
+        table = pa.Table.from_batches(batches, schema=RESULT_SCHEMA).replace_schema_metadata(
+            {_FOLDED_META: json.dumps(claimed).encode()})
+        name = f"{COMPACTED_PREFIX}{len(compacted) + len(written):05d}-{uuid.uuid4().hex[:8]}.parquet"
+        uri = _storage.join(results_dir(out_uri, run_id), name)
+        _atomic_write(uri, _parquet_bytes(table), "application/vnd.apache.parquet")
+        written.append(uri)
+        batches, claimed, rows = [], [], 0
+
+    if loose:
+        dataset = pads.dataset([f"{path}/{p}" for p in loose], schema=RESULT_SCHEMA, format="parquet", filesystem=fs)
+        current = None
+        for tagged in dataset.scanner().scan_batches():  # parallel reads, each batch tagged with its file
+            name = tagged.fragment.path.rsplit("/", 1)[-1]
+            if name != current:
+                if rows >= rows_per_file:
+                    flush()
+                claimed.append(name)
+                current = name
+            batches.append(tagged.record_batch)
+            rows += tagged.record_batch.num_rows
+        if claimed:
+            flush()
+    for p in stale + loose:
+        _storage.delete(_storage.join(results_dir(out_uri, run_id), p))
+    return written
 
 
 def _read_paths(fs: pafs.FileSystem, paths: list[str], columns: Sequence[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
@@ -370,6 +430,18 @@ def completed_index(out_uri: str, *, use_snapshot: bool = True) -> dict[str, tup
     pending = [r for r in list_runs(out_uri) if r not in included]
     index.update(_scan_ok(out_uri, pending))
     return index
+
+
+def fold_finished_runs(out_uri: str) -> str:
+    """At the end of a run (holding the output's lease, so no other run is writing): compact
+    every run the snapshot does not cover yet (this one, and any killed before its end), then
+    fold them into the completed-output snapshot. Returns the snapshot's URI."""
+    snapshot = read_index_snapshot(out_uri)
+    included = set(snapshot[1]) if snapshot else set()
+    for run in list_runs(out_uri):
+        if run not in included:
+            compact_run(out_uri, run)
+    return refresh_index_snapshot(out_uri)
 
 
 def refresh_index_snapshot(out_uri: str, *, exclude_runs: Iterable[str] = ()) -> str:

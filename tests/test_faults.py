@@ -352,6 +352,13 @@ def test_driver_killed_then_rerun_redoes_only_uncommitted_rows(tmp_path, ray_tmp
         _check_output(str(out / "cyberpunk" / f"{i}.jpg"))
     metrics = results.read_metrics(str(out), run2[0])
     assert metrics["counts"] == {"ok": len(ids - committed), "error": 0, "skipped": len(committed)}
+    # The end of run 2 compacted both runs' per-batch parts (the killed run's too): a few files
+    # each, every row still there exactly once.
+    for run, n in ((run1, len(committed)), (run2[0], len(ids))):
+        files = os.listdir(out / "_runs" / run / "results")
+        assert files and len(files) <= 4 and all(f.startswith("results-") for f in files), files
+        table = results.read_results(str(out), run)
+        assert table.num_rows == n and len(set(table.column("image_id").to_pylist())) == n
 
 
 # --------------------------------------------------------------------------------------------

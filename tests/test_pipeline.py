@@ -195,3 +195,25 @@ def test_cli_dry_run_and_exit_codes(tmp_path):
     assert rep.returncode == 0 and "error" in rep.stdout
     run_id = results.list_runs(str(out))[-1]
     assert (out / "_runs" / run_id / "contact_sheet.jpg").exists()
+
+
+def test_800_rows_leave_a_few_results_files(ray_local, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    base = photo(12, 12, 5)
+    rows = []
+    for i in range(800):
+        path = src / f"{i}.png"
+        Image.fromarray(np.roll(base, i, axis=1)).save(path)
+        rows.append({"image_id": f"img{i:04d}", "uri": str(path)})
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    summary = restyle(_cfg(tmp_path, manifest, max_size=12))
+    assert summary.metrics["counts"] == {"ok": 800, "error": 0, "skipped": 0}
+    files = os.listdir(tmp_path / "out" / "_runs" / summary.run_id / "results")
+    assert 1 <= len(files) <= 4 and all(f.startswith("results-") for f in files), files
+    table = results.read_results(summary.output, summary.run_id)
+    assert table.num_rows == 800 and len(set(table.column("image_id").to_pylist())) == 800
+    # DuckDB over the folder's files gives the same rows (no part is left to count twice).
+    con = duckdb.connect()
+    glob_ = str(tmp_path / "out" / "_runs" / summary.run_id / "results" / "*.parquet")
+    assert con.execute(f"select count(*), count(distinct image_id) from read_parquet('{glob_}')").fetchone() == (800, 800)
