@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from .config import option
+from .images import OUTPUT_FORMATS
 
 app = typer.Typer(help="Catalog-scale image restyling on Ray Data.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -55,18 +56,19 @@ def _print_summary(summary) -> None:
 
 def _run_job(cfg, dry_run: bool) -> None:
     from . import pipeline
+    from .plan import build_plan, invalid_examples, plan_summary
 
     try:
-        plan = pipeline.build_plan(cfg, train_styles=not dry_run)
+        plan = build_plan(cfg, train_styles=not dry_run)
     except _user_errors() as exc:
         _fail(str(exc))
     if dry_run:
-        typer.echo(pipeline.plan_summary(plan, cfg))
+        typer.echo(plan_summary(plan, cfg))
         return
     c = plan.counts
     typer.echo(f"restyling {c['rows']} rows ({c['fast']} fast, {c['premium']} premium"
                + (f", {c['invalid']} that cannot run" if c["invalid"] else "") + f") -> {cfg.output}", err=True)
-    for line in pipeline.invalid_examples(plan):
+    for line in invalid_examples(plan):
         typer.echo(f"  cannot run {line}", err=True)
     if c["invalid"] > 10:
         typer.echo(f"  ... and {c['invalid'] - 10} more (all are error rows in the results; --strict refuses "
@@ -206,7 +208,8 @@ def styles_train(
 def stylize(
     content: str = typer.Argument(..., help="content image: path, file:// or s3://"),
     style: str = typer.Option("cyberpunk", help="preset, catalog name or style image URI"),
-    out: str = typer.Option("stylized.jpg", "-o", "--output", help="output image (.jpg/.png/.webp)"),
+    out: str = typer.Option("stylized.jpg", "-o", "--output", help="output image; its extension picks the format (" + ", ".join(
+                                f".{f.extension}" for f in OUTPUT_FORMATS.values()) + ")"),
     alpha: Optional[float] = typer.Option(None, min=0.0, max=1.0),
     preserve_color: Optional[bool] = typer.Option(None, "--preserve-color/--no-preserve-color"),
     quality: Optional[str] = typer.Option(None, help="fast or premium"),

@@ -72,8 +72,8 @@ class JobConfig:
             raise ValueError(f"--alpha must be within [0, 1], got {self.alpha}")
         if self.quality is not None and self.quality not in registry.QUALITIES:
             raise ValueError(f"--quality must be one of {registry.QUALITIES}, got {self.quality!r}")
-        if self.output_format not in images.FORMAT_EXTENSIONS:
-            raise ValueError(f"--format must be one of {sorted(images.FORMAT_EXTENSIONS)}, got {self.output_format!r}")
+        if self.output_format not in images.OUTPUT_FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(images.OUTPUT_FORMATS)}, got {self.output_format!r}")
         if not 1 <= self.output_quality <= 100:
             raise ValueError(f"--jpeg-quality must be within 1..100, got {self.output_quality}")
         if self.max_size is not None and self.max_size < 8:
@@ -126,7 +126,7 @@ JOB_OPTIONS: tuple[JobOption, ...] = (
     JobOption("preserve_color", "--preserve-color", "keep the content's colours"),
     JobOption("quality", "--quality", "fast (the style's network, else AdaIN) or premium (Gatys); "
               "default: the style's, else fast", choices=registry.QUALITIES),
-    JobOption("output_format", "--format", "output image format", choices=tuple(images.FORMAT_EXTENSIONS)),
+    JobOption("output_format", "--format", "output image format", choices=tuple(images.OUTPUT_FORMATS)),
     JobOption("output_quality", "--jpeg-quality", "encoder quality for jpeg/webp"),
     JobOption("max_size", "--max-size", "longer side of outputs (0 = keep input size)", zero_means_none=True),
     JobOption("overwrite", "--overwrite", "redo rows already written OK"),

@@ -12,6 +12,8 @@ import io
 import re
 import struct
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -20,7 +22,10 @@ __all__ = [
     "ImageDecodeError",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
-    "FORMAT_EXTENSIONS",
+    "OUTPUT_FORMATS",
+    "OutputFormat",
+    "output_format",
+    "format_for_filename",
     "decode_image",
     "image_size_from_header",
     "resize_to_max",
@@ -32,9 +37,55 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # Lower-case extensions (without dot) treated as images when scanning folders/prefixes.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
-FORMAT_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
-_FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
-_PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """An output image format: the one table (``OUTPUT_FORMATS``) that validation, the command
+    lines' choices, the one-image command and the write stage all read. Adding a format is one
+    entry here."""
+
+    name: str
+    extension: str                      # of output files, without the dot
+    content_type: str
+    pil_format: str
+    save_options: Callable[[int], dict]  # encoder quality (1-100) -> PIL save() options
+    aliases: tuple[str, ...] = ()
+
+    def encode(self, img: np.ndarray, quality: int = 90) -> bytes:
+        if not 1 <= int(quality) <= 100:
+            raise ValueError(f"quality must be between 1 and 100, got {quality}")
+        buf = io.BytesIO()
+        _as_image(img).save(buf, format=self.pil_format, **self.save_options(int(quality)))
+        return buf.getvalue()
+
+
+OUTPUT_FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
+    OutputFormat("jpeg", "jpg", "image/jpeg", "JPEG", lambda q: {"quality": q}, aliases=("jpg",)),
+    OutputFormat("png", "png", "image/png", "PNG", lambda q: {"compress_level": 6}),
+    OutputFormat("webp", "webp", "image/webp", "WEBP", lambda q: {"quality": q, "method": 4}),
+)}
+
+
+def output_format(name: str) -> OutputFormat:
+    """The format called ``name`` (or one of its aliases, e.g. "jpg"); ValueError naming the
+    supported ones otherwise."""
+    key = str(name).lower()
+    for f in OUTPUT_FORMATS.values():
+        if key == f.name or key in f.aliases:
+            return f
+    raise ValueError(f"unsupported output format {name!r}; supported: {', '.join(OUTPUT_FORMATS)}")
+
+
+def format_for_filename(name: str) -> OutputFormat:
+    """The output format a file name's extension asks for (``stylized.png`` -> png)."""
+    base = name.rsplit("/", 1)[-1]
+    ext = base.rsplit(".", 1)[-1] if "." in base else ""
+    try:
+        return output_format(ext)
+    except ValueError:
+        known = ", ".join(f".{e}" for f in OUTPUT_FORMATS.values() for e in (f.extension, *f.aliases, f.name))
+        raise ValueError(f"output {name!r} must end in one of {', '.join(dict.fromkeys(known.split(', ')))}") from None
 
 
 class ImageDecodeError(ValueError):
@@ -381,21 +432,6 @@ def resize_to_max(img: np.ndarray, max_size: int | None) -> np.ndarray:
 
 
 def encode_image(img: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode an (H, W, 3) uint8 array as jpeg, png or webp ("jpg" is accepted for jpeg).
-    ``quality`` (1-100) applies to jpeg and webp."""
-    key = _FORMAT_ALIASES.get(str(fmt).lower())
-    if key is None:
-        raise ValueError(
-            f"unsupported output format {fmt!r}; supported: {', '.join(FORMAT_EXTENSIONS)}"
-        )
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"quality must be between 1 and 100, got {quality}")
-    im = _as_image(img)
-    buf = io.BytesIO()
-    if key == "jpeg":
-        im.save(buf, format="JPEG", quality=int(quality))
-    elif key == "webp":
-        im.save(buf, format="WEBP", quality=int(quality), method=4)
-    else:
-        im.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
+    """Encode an (H, W, 3) uint8 array in one of ``OUTPUT_FORMATS`` (aliases such as "jpg" are
+    accepted). ``quality`` (1-100) applies to the lossy ones."""
+    return output_format(fmt).encode(img, quality)

@@ -21,7 +21,8 @@ from typing import Any, Optional
 from . import results, storage
 from .manifest import build_manifest
 from .config import JobConfig
-from .pipeline import ProgressFn, RunSummary, build_plan, restyle
+from .pipeline import ProgressFn, RunSummary, restyle
+from .plan import build_plan
 
 NIGHTLY_DIR = "_nightly"
 LAST_SUCCESS_NAME = "last_success.json"

@@ -242,6 +242,18 @@ def coerce_results(rows: Sequence[Mapping[str, Any]] | pa.Table | Any, *, run_id
     return table
 
 
+def result_columns(batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The results row of each row of a stage's batch: the RESULT_SCHEMA columns it has (run_id
+    and finished_at are added when the part is written). Source URIs may carry credentials
+    (user:password@, presigned queries): they are redacted; an empty error is null."""
+    cols = {f.name: np.asarray(batch[f.name]) for f in RESULT_SCHEMA if f.name in batch}
+    if "uri" in cols:
+        cols["uri"] = np.array([_storage.redact(u) if u is not None else None for u in cols["uri"]], dtype=object)
+    if "error" in cols:
+        cols["error"] = np.array([e or None for e in cols["error"]], dtype=object)
+    return cols
+
+
 # --------------------------------------------------------------------------
 # result parts
 # --------------------------------------------------------------------------

@@ -22,10 +22,7 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
     preserve_color = resolved.preserve_color if preserve_color is None else preserve_color
     quality = quality or resolved.quality
     kind = registry.kind_for(quality, resolved)
-    ext = out_uri.rsplit(".", 1)[-1].lower() if "." in out_uri.rsplit("/", 1)[-1] else ""
-    fmt = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}.get(ext)
-    if fmt is None:
-        raise ValueError(f"output {out_uri!r} must end in .jpg, .jpeg, .png or .webp")
+    out_format = images.format_for_filename(out_uri)
     t0 = time.perf_counter()
     img = images.resize_to_max(images.decode_image(storage.read_bytes(content_uri)), max_size)
     t1 = time.perf_counter()
@@ -35,7 +32,7 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
     registry.check(options, [kind.name])
     out = registry.build(kind.name, options).stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
     t2 = time.perf_counter()
-    storage.write_bytes(out_uri, images.encode_image(out, fmt=fmt, quality=jpeg_quality))
+    storage.write_bytes(out_uri, out_format.encode(out, jpeg_quality), content_type=out_format.content_type)
     return {"output": out_uri, "style": resolved.name, "quality": quality, "model": kind.name, "alpha": alpha,
             "size": [int(out.shape[1]), int(out.shape[0])], "read_ms": (t1 - t0) * 1000,
             "model_ms": (t2 - t1) * 1000}

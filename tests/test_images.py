@@ -13,7 +13,9 @@ from PIL import Image, ImageFile
 from stylebatch import storage
 from stylebatch.images import (
     DEFAULT_MAX_PIXELS,
-    FORMAT_EXTENSIONS,
+    OUTPUT_FORMATS,
+    format_for_filename,
+    output_format,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
     decode_image,
@@ -289,7 +291,12 @@ def test_encode_quality_and_bad_format():
         encode_image(noise, "jpeg", quality=0)
     with pytest.raises(ValueError, match="uint8"):
         encode_image(noise.astype(np.float32), "png")
-    assert FORMAT_EXTENSIONS == {"jpeg": "jpg", "png": "png", "webp": "webp"}
+    assert {n: f.extension for n, f in OUTPUT_FORMATS.items()} == {"jpeg": "jpg", "png": "png", "webp": "webp"}
+    assert output_format("JPG") is OUTPUT_FORMATS["jpeg"] and format_for_filename("s3://b/x.webp").name == "webp"
+    with pytest.raises(ValueError, match="unsupported output format 'gif'; supported: jpeg, png, webp"):
+        output_format("gif")
+    with pytest.raises(ValueError, match=r"must end in one of \.jpg, \.jpeg"):
+        format_for_filename("/tmp/out.tiff")
     assert set(IMAGE_EXTENSIONS) == {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"}
 
 

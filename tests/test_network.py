@@ -224,7 +224,7 @@ class _Invert:
 def test_a_new_model_kind_plugs_in_without_touching_the_pipeline(tmp_path, monkeypatch):
     """A kind registered first for 'fast' runs in the one-image command and in the pipeline's actor."""
     from stylebatch import single
-    from stylebatch.pipeline import StylizeActor
+    from stylebatch.stages import StylizeStage
 
     kind = registry.ModelKind("invert", "fast", lambda style: True, lambda opts: _Invert(), lambda opts: None)
     monkeypatch.setattr(registry, "MODEL_KINDS", (kind, *registry.MODEL_KINDS))
@@ -238,9 +238,12 @@ def test_a_new_model_kind_plugs_in_without_touching_the_pipeline(tmp_path, monke
     assert info["model"] == "invert"
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), 255 - img)
 
-    actor = StylizeActor.__new__(StylizeActor)  # the model part of the actor, without Ray
-    actor.model = registry.build("invert")
-    assert np.array_equal(actor._run_model([img], styles.resolve_style("ink"), 1.0, False)[0], 255 - img)
+    stage = StylizeStage(model_kind="invert", options=registry.ModelOptions(), styles={"ink": styles.resolve_style("ink")})
+    batch = {"image_id": np.array(["a"], object), "uri": np.array(["/a.png"], object),
+             "output_uri": np.array(["/o/a.png"], object), "style": np.array(["ink"], object),
+             "alpha": np.array([1.0]), "preserve_color": np.array([False]), "status": np.array(["pending"], object),
+             "error": np.array([""], object), "image": np.array([img, None], object)[:1]}
+    assert np.array_equal(stage(batch)["stylized"][0], 255 - img)
 
 
 def test_kind_for_prefers_a_network_and_blends_fall_back_to_adain(tmp_path):
@@ -270,7 +273,7 @@ def test_catalog_entry_names_a_network(tmp_path):
 
 def test_plan_refuses_a_bad_network_before_any_work(tmp_path):
     from stylebatch.config import JobConfig
-    from stylebatch.pipeline import build_plan
+    from stylebatch.plan import build_plan
     from tests.helpers import write_manifest, write_photo
 
     src = write_photo(tmp_path / "a.jpg", 20, 20, 1)

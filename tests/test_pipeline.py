@@ -13,7 +13,8 @@ from PIL import Image
 from stylebatch import images, results
 from stylebatch.manifest import ManifestError
 from stylebatch.config import JobConfig
-from stylebatch.pipeline import build_plan, restyle
+from stylebatch.pipeline import restyle
+from stylebatch.plan import build_plan
 from stylebatch.styles import StyleError
 from tests.helpers import photo, run_cli, write_manifest, write_photo
 

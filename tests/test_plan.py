@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from stylebatch.config import JobConfig
-from stylebatch.pipeline import build_plan
+from stylebatch.plan import build_plan
 from tests.helpers import write_manifest, write_photo
 
 

@@ -1,0 +1,203 @@
+"""Planning, on the driver: validate the manifest, resolve styles, and decide for each row its
+output URI, model kind and parameter key, and whether an earlier run already finished it. Rows that
+cannot run are kept, with the reason (``plan_error``). Only strings: a 10k-row plan is ~1 MB."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import images, manifest, results, storage, styles
+from .config import JobConfig
+from .models import registry
+
+
+# The plan's columns: what the driver decided for each manifest row. ``plan_error`` is set for a
+# row that cannot run (its message), and such a row has no model and no output_uri.
+PLAN_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("uri", pa.string()), ("style", pa.string()), ("alpha", pa.float64()),
+    ("preserve_color", pa.bool_()), ("quality", pa.string()), ("model", pa.string()), ("output_uri", pa.string()),
+    ("params_key", pa.string()), ("done_fingerprint", pa.string()), ("plan_error", pa.string()),
+])
+PLAN_COLUMNS = tuple(PLAN_SCHEMA.names)
+
+
+@dataclass
+class Plan:
+    table: pa.Table                     # one row per manifest row, plus output_uri/params_key/done_fingerprint
+    styles: dict                        # style name -> ResolvedStyle
+    counts: dict = field(default_factory=dict)
+
+
+def _params_key(style: styles.ResolvedStyle, alpha: float, preserve: bool, quality: str, cfg: JobConfig,
+                kind: str) -> str:
+    """Everything that changes the output pixels; a change means the row is redone."""
+    parts = [style.key, f"{alpha:.4f}", str(bool(preserve)), quality, cfg.output_format, str(cfg.output_quality),
+             str(cfg.max_size), _model_id(cfg, kind, style)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _file_id(uri: str) -> str:
+    try:
+        return storage.stat(uri).fingerprint[:12]
+    except storage.StorageError:
+        return os.path.basename(uri)
+
+
+def _model_id(cfg: JobConfig, kind: str, style: styles.ResolvedStyle) -> str:
+    """The weights that make a row's pixels: a retrained network or a new decoder redoes the rows."""
+    from .models.adain import default_decoder_path
+
+    if kind == "network":
+        return f"network-{_file_id(styles.network_location(style.network))}-{style.network_style or ''}"
+    ident = _file_id(cfg.decoder_weights or default_decoder_path())
+    return ident + (f"-gatys{cfg.premium_iterations}" if kind == "gatys" else "")
+
+
+def _resolve_styles(cfg: JobConfig, names: set[str]) -> tuple[dict, dict]:
+    """(name -> ResolvedStyle, name -> why it cannot be used). The job's own style (``--style`` /
+    ``--style-image``) must resolve: a bad command line stops the run. A row's style that does
+    not resolve (a catalog entry whose image is gone) fails those rows, or the run with --strict."""
+    catalog = styles.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None
+    out, broken = {}, {}
+    for name in sorted(names):
+        if name == cfg.style and cfg.style_image:
+            out[name] = styles.resolve_style(cfg.style_image, catalog=catalog)
+            if cfg.style_network:
+                out[name] = styles.with_network(out[name], cfg.style_network)
+            continue
+        try:
+            out[name] = styles.resolve_style(name, catalog=catalog)
+        except styles.StyleError as exc:
+            if name == cfg.style or cfg.strict:
+                raise
+            broken[name] = str(exc)
+    return out, broken
+
+
+def custom_style_name(style_image: str) -> str:
+    """A stable folder name for --style-image outputs: file stem + hash of the URI (no secrets)."""
+    stem = os.path.splitext(os.path.basename(storage.parse_uri(style_image).key_or_path.rstrip("/")))[0]
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem)[:40] or "custom"
+    return f"{stem}-{hashlib.sha256(style_image.encode()).hexdigest()[:8]}"
+
+
+def _check_weights(cfg: JobConfig, kinds: set[str], resolved: dict) -> None:
+    """Refuse missing, corrupt or unsafe (pickled code) weights files on the driver, before any work;
+    otherwise every model actor dies on them inside Ray and the run ends in an actor traceback.
+    Weights-only loading never executes pickled code. Each style's network file is read and checked
+    to hold that style."""
+    options = cfg.model_options()
+    registry.check(options, sorted(kinds))
+    if "network" in kinds:
+        from .models.network import NetworkStylizer
+
+        checker = NetworkStylizer(device="cpu", precision="fp32", read_bytes=styles.read_network)
+        for style in resolved.values():
+            if style.network:
+                checker.style_index(style)
+
+
+def _train_style_network(cfg: JobConfig, *, train: bool) -> Optional[str]:
+    """--train-style: the network for --style-image, cached under the output prefix by the style's
+    content key and the training settings, so the next run (and every nightly) reuses it. Trained by
+    one Ray task (a GPU when the cluster has one); checkpoints next to it, so a killed run resumes."""
+    from . import train_style
+
+    style = styles.style_from_image(cfg.style_image)
+    uri = train_style.cached_network_uri(cfg.output, style.key, cfg.train_steps)
+    if storage.exists(uri) or not train:
+        return uri if storage.exists(uri) else None
+    from .pipeline import init_ray
+
+    ray = init_ray(cfg.ray_address)
+    gpus = 1 if cfg.gpu == "always" or (cfg.gpu == "auto" and ray.cluster_resources().get("GPU", 0) >= 1) else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(train_style.train_house_style)
+    ray.get(task.remote(cfg.style_image, uri, steps=cfg.train_steps, device=cfg.device, precision=cfg.precision))
+    return uri
+
+
+def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
+    """Validate everything before any work; raise ManifestError/StyleError with every problem named.
+    With ``cfg.train_style`` the style's network is trained first (unless cached, or ``train_styles``
+    is False, as for a dry run)."""
+    cfg.validate()
+    registry.check(cfg.model_options())  # named weights files, before reading the manifest
+    if cfg.style_image:
+        cfg.style = custom_style_name(cfg.style_image)
+    if cfg.train_style and not cfg.style_network:
+        cfg.style_network = _train_style_network(cfg, train=train_styles)
+    table = manifest.read_manifest(cfg.manifest)
+    row_styles = table.column("style").to_pylist() if "style" in table.column_names else [None] * table.num_rows
+    catalog_names = set(styles.available_styles(styles.StyleCatalog.load(cfg.style_catalog))) if cfg.style_catalog \
+        else set(styles.available_styles())
+    check = manifest.check_manifest(table, known_styles=catalog_names | {cfg.style})
+    if check.structural or (cfg.strict and check.row_errors):
+        raise manifest.ManifestError(check.problems())
+    row_errors = check.row_errors
+    wanted = {s for i, s in enumerate(row_styles) if s and i not in row_errors} | {cfg.style}
+    resolved, broken = _resolve_styles(cfg, wanted)
+
+    ids = table.column("image_id").to_pylist()
+    uris = table.column("uri").to_pylist()
+    alphas = table.column("alpha").to_pylist() if "alpha" in table.column_names else [None] * len(ids)
+    quals = table.column("quality").to_pylist() if "quality" in table.column_names else [None] * len(ids)
+    done = {} if cfg.overwrite else results.completed_index(cfg.output)
+    ext = images.OUTPUT_FORMATS[cfg.output_format].extension
+    cols: dict[str, list] = {k: [] for k in PLAN_COLUMNS}
+    for i, (image_id, uri, style_name, alpha, quality) in enumerate(zip(ids, uris, row_styles, alphas, quals)):
+        style_name = style_name or cfg.style
+        problem = row_errors.get(i) or (f"style {style_name!r} cannot be used: {broken[style_name]}"
+                                        if style_name in broken else "")
+        if problem:
+            # Never run and never given an output key: an unsafe or repeated id must not name a file.
+            values = (image_id, uri, style_name, None, False, quality, "", None, "", "", problem)
+        else:
+            style = resolved[style_name]
+            # Precedence: manifest row > command line > style catalog default.
+            alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha is not None else style.alpha)
+            quality = quality or cfg.quality or style.quality
+            preserve = cfg.preserve_color or style.preserve_color
+            out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
+            kind = registry.kind_for(quality, style).name
+            pkey = _params_key(style, alpha, preserve, quality, cfg, kind)
+            prev = done.get(out_uri)
+            values = (image_id, uri, style_name, alpha, preserve, quality, kind, out_uri, pkey,
+                      prev[0] if prev and prev[1] == pkey else "", "")
+        for name, value in zip(PLAN_COLUMNS, values):
+            cols[name].append(value)
+    _check_weights(cfg, {k for k in cols["model"] if k}, resolved)
+    plan_table = pa.table(cols, schema=PLAN_SCHEMA)
+    valid = [q for q, e in zip(cols["quality"], cols["plan_error"]) if not e]
+    counts = {
+        "rows": plan_table.num_rows,
+        "fast": valid.count("fast"),
+        "premium": valid.count("premium"),
+        "invalid": sum(1 for e in cols["plan_error"] if e),
+        "models": {k: cols["model"].count(k) for k in sorted(set(cols["model"]) - {""})},
+        "previously_done": sum(1 for f in cols["done_fingerprint"] if f),
+        "styles": sorted(resolved),
+    }
+    return Plan(plan_table, resolved, counts)
+
+
+def plan_summary(plan: Plan, cfg: JobConfig) -> str:
+    c = plan.counts
+    return json.dumps({
+        "manifest": storage.redact(cfg.manifest), "output": storage.redact(cfg.output), "rows": c["rows"],
+        "fast": c["fast"], "premium": c["premium"], "already_done_candidates": c["previously_done"],
+        "styles": c["styles"], "format": cfg.output_format, "max_size": cfg.max_size,
+        "invalid_rows": c["invalid"], "invalid_examples": invalid_examples(plan),
+        "example_output": next((u for u in plan.table.column("output_uri").to_pylist() if u), None),
+    }, indent=2)
+
+
+def invalid_examples(plan: Plan, limit: int = 10) -> list[str]:
+    """'image_id: why' for the first rows that cannot run."""
+    t = plan.table.filter(pc.not_equal(plan.table.column("plan_error"), "")).slice(0, limit)
+    return [f"{i}: {e}" for i, e in zip(t.column("image_id").to_pylist(), t.column("plan_error").to_pylist())]
