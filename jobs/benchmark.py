@@ -14,7 +14,6 @@ one run.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from stylebatch import images, results, styles
+from stylebatch import images, presets, results, styles
 from stylebatch.models import registry
 from stylebatch.config import JobConfig
 from stylebatch.pipeline import restyle
@@ -99,7 +98,7 @@ def main(argv=None) -> None:
         folder.mkdir()
         paths = make_images(args.images, args.size, folder)
         style_png = Path(tmp) / f"{args.style}.png"
-        style_png.write_bytes(images.encode_image(styles.preset_image(args.style), fmt="png"))
+        style_png.write_bytes(images.encode_image(presets.preset_image(args.style), fmt="png"))
         for kind in kinds:
             if kind == "network":
                 style, style_args = styles.resolve_style(args.style), {"style": args.style}

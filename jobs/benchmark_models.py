@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stylebatch.models import AdaINStylizer, GatysStylizer, StyleSpec, runtime  # noqa: E402
+from stylebatch.models import GatysStylizer, StyleSpec, runtime  # noqa: E402
 from stylebatch.models.adain import default_decoder_path  # noqa: E402
 from stylebatch.models.gatys import GatysObjective, gatys_loss  # noqa: E402
 
@@ -68,7 +68,7 @@ def load_inputs(size: int) -> tuple[list[np.ndarray], np.ndarray, str]:
         return contents, _square(Image.open(DATA / "styles" / STYLE), size), f"{DATA}: {PHOTOS[0]} etc. + {STYLE}"
     from skimage import data  # optional dependency: only needed without the shared data kit
 
-    from stylebatch.styles import preset_image
+    from stylebatch.presets import preset_image
 
     contents = [_square(Image.fromarray(a), size) for a in (data.astronaut(), data.chelsea(), data.coffee(),
                                                             data.rocket())]

@@ -40,9 +40,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from jobs import datasets
-from stylebatch import styles as presets
+from stylebatch import presets, styles as style_lookup
 from stylebatch.images import decode_image
-from stylebatch.models import registry
+from stylebatch.models import losses, registry
 from stylebatch.models.losses import gram, mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
 
@@ -121,15 +121,9 @@ class Scorer:
     @torch.inference_mode()
     def score(self, out: np.ndarray, content_feat: torch.Tensor, style: dict) -> dict[str, float]:
         feats = self.features(out)
-        mse = torch.nn.functional.mse_loss
-        content = mse(feats[ADAIN_CONTENT_LAYER], content_feat).item()
-        style_loss = 0.0
-        for k in ADAIN_STYLE_LAYERS:
-            m, s = mean_std(feats[k])
-            tm, ts = style["stats"][k]
-            style_loss += mse(m, tm).item() + mse(s, ts).item()
-        gram_loss = sum(mse(gram(feats[k]), style["grams"][k]).item() for k in GRAM_LAYERS)
-        return {"content": content, "style": style_loss, "gram": gram_loss}
+        return {"content": losses.content_loss(feats, {ADAIN_CONTENT_LAYER: content_feat}, ADAIN_CONTENT_LAYER).item(),
+                "style": losses.mean_std_loss(feats, style["stats"], ADAIN_STYLE_LAYERS).item(),
+                "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item()}
 
 
 SCORES = ("content", "style", "gram", "structure", "seconds")
@@ -147,7 +141,7 @@ class Runner:
         self.options = registry.ModelOptions(device=args.device, precision=args.precision,
                                              encoder_weights=args.encoder_weights,
                                              decoder_weights=args.decoder_weights,
-                                             read_bytes=presets.read_network)
+                                             read_bytes=style_lookup.read_network)
         self.models: dict[str, registry.Stylizer] = {}
         self.cache = Path(args.cache) if args.cache else None
 
@@ -330,11 +324,11 @@ def main(argv=None) -> dict:
     if args.limit_photos:
         content_paths = content_paths[:args.limit_photos]
     if args.pair_set == "presets":
-        style_specs = {n: presets.resolve_style(n) for n in presets.preset_names()}
+        style_specs = {n: style_lookup.resolve_style(n) for n in presets.preset_names()}
         styles = {n: np.array(st.images[0]) for n, st in style_specs.items()}
     else:
         styles = {s.name: load_resized(s, STYLE_SIZE) for s in datasets.holdout_styles()}
-        style_specs = {k: presets.ResolvedStyle(name=k, key=f"eval:{k}", images=(v,), weights=(1.0,))
+        style_specs = {k: style_lookup.ResolvedStyle(name=k, key=f"eval:{k}", images=(v,), weights=(1.0,))
                        for k, v in styles.items()}
     if args.styles:
         wanted = [x.strip() for x in args.styles.split(",") if x.strip()]

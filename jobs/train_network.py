@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from stylebatch import styles as style_presets
+    from stylebatch import presets as style_presets
     from stylebatch.train_style import export_checkpoint, train_style_network
 
     if args.export_checkpoint:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -256,9 +255,6 @@ def report(run: str = typer.Argument("latest", help="run id, 'latest', or a run 
     if sheet:
         typer.echo(f"contact sheet: {sheet}")
 
-
-def main() -> None:  # pragma: no cover
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,7 +42,6 @@ __all__ = [
     "ParsedURI",
     "ObjectInfo",
     "parse_uri",
-    "is_s3",
     "read_bytes",
     "write_bytes",
     "exists",
@@ -301,11 +300,6 @@ def parse_uri(uri: str | os.PathLike) -> ParsedURI:
         + " or a local path",
         uri=uri,
     )
-
-
-def is_s3(uri: str) -> bool:
-    """True if ``uri`` is an s3:// URI (raises UnsupportedSchemeError for unknown schemes)."""
-    return parse_uri(uri).scheme == "s3"
 
 
 def _s3_uri(bucket: str, key: str) -> str:

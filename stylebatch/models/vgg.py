@@ -26,7 +26,6 @@ from .checkpoints import WeightsError, load_state_dict_file
 
 # (block, number of convs, in channels, out channels) of VGG19.
 _BLOCKS = ((1, 2, 3, 64), (2, 2, 64, 128), (3, 4, 128, 256), (4, 4, 256, 512), (5, 4, 512, 512))
-CONV_NAMES = tuple(f"conv{b}_{i}" for b, n, _, _ in _BLOCKS for i in range(1, n + 1))
 LAYER_ORDER = tuple(
     name
     for b, n, _, _ in _BLOCKS
