@@ -286,3 +286,21 @@ def shipped_decoder() -> Path:
     if not path.exists():
         pytest.skip(f"no shipped decoder at {path} (jobs.train_decoder --export)")
     return path
+
+
+_RAY_FIXTURES = {"ray_local", "ray_tmp", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers by what a test starts: ``s3`` (uses the SeaweedFS fixture), ``ray`` (marked, or uses a
+    Ray fixture), ``heavy`` (marked: real training/evaluation or CLI subprocesses) and ``unit`` for
+    everything else, so `pytest -m unit` starts neither Ray nor a server and stays fast."""
+    for item in items:
+        uses_s3 = "s3_server" in item.fixturenames
+        uses_ray = item.get_closest_marker("ray") is not None or bool(_RAY_FIXTURES & set(item.fixturenames))
+        if uses_s3:
+            item.add_marker(pytest.mark.s3)
+        if uses_ray and item.get_closest_marker("ray") is None:
+            item.add_marker(pytest.mark.ray)
+        if not uses_s3 and not uses_ray and item.get_closest_marker("heavy") is None:
+            item.add_marker(pytest.mark.unit)

@@ -18,7 +18,7 @@ from stylebatch import results
 from tests.corpus import BOMB_SIDE, make_bad_input_corpus
 from tests.helpers import photo, run_cli, write_manifest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 
 def _mean(a: np.ndarray) -> np.ndarray:

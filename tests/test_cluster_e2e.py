@@ -26,7 +26,7 @@ from PIL import Image
 from stylebatch import results
 from tests.helpers import run_cli, write_manifest, write_photo
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")

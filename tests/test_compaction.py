@@ -104,7 +104,6 @@ def test_fold_finished_runs_compacts_killed_runs_and_snapshots_them(tmp_path):
     assert results.read_index_snapshot(out)[1] == results.list_runs(out)
 
 
-@pytest.mark.slow
 def test_compaction_on_s3(s3_server, s3_prefix):
     ids = _write_parts(s3_prefix, "r1", 30)
     assert len(results.compact_run(s3_prefix, "r1", rows_per_file=100)) == 3

@@ -39,6 +39,7 @@ def holdout(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@pytest.mark.heavy
 def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_decoder, tmp_path):
     out = tmp_path / "eval"
     report = evaluate.main(["--methods", "baseline,adain", "--size", "64", "--out", str(out),
@@ -64,6 +65,7 @@ def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_
     assert cell.std() > 10  # an output was pasted there, not the empty background
 
 
+@pytest.mark.heavy
 def test_acceptance_compares_with_gatys_and_caches_it(holdout, shipped_decoder, tmp_path):
     args = ["--methods", "adain,gatys100", "--gatys-iterations", "3", "--limit-pairs", "1", "--size", "48",
             "--threads", "1", "--cache", str(tmp_path / "cache")]
@@ -92,6 +94,7 @@ def test_structure_score_tells_the_photo_from_an_unrelated_one():
     assert abs(evaluate.structure_score(noise, a)) < 0.1
 
 
+@pytest.mark.heavy
 def test_presets_set_scores_each_preset_on_the_held_out_photos(holdout, shipped_decoder, tmp_path):
     report = evaluate.main(["--set", "presets", "--styles", "ink,pop", "--methods", "baseline,adain", "--size", "48",
                             "--out", str(tmp_path / "eval"), "--precision", "fp32", "--threads", "1"])
@@ -100,6 +103,7 @@ def test_presets_set_scores_each_preset_on_the_held_out_photos(holdout, shipped_
         evaluate.main(["--set", "presets", "--styles", "nope", "--methods", "baseline", "--out", str(tmp_path / "x")])
 
 
+@pytest.mark.heavy
 def test_a_decoder_from_train_decoder_needs_no_encoder_option(holdout, shipped_decoder, tmp_path):
     copy = tmp_path / "my_decoder.pt"
     shutil.copy(shipped_decoder, copy)

@@ -36,7 +36,7 @@ from stylebatch.config import JobConfig
 from stylebatch.pipeline import restyle
 from tests.helpers import ROOT, photo, write_manifest, write_photo
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 H, W = 40, 48                      # source size; --max-size 48 keeps it as is
 SLOW_ARGS = ["--quality", "premium", "--premium-iterations", "8"]

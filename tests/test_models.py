@@ -547,6 +547,7 @@ def _train(training_data: Path, out: Path, *extra: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.heavy
 def test_train_decoder_resume_is_exact_and_export_loads(tmp_path, training_data):
     straight, split = tmp_path / "straight", tmp_path / "split"
     _train(training_data, straight)
@@ -588,6 +589,7 @@ def _train_fails(training_data: Path, out: Path, *extra: str) -> str:
     return proc.stderr
 
 
+@pytest.mark.heavy
 def test_train_decoder_init_from_starts_a_new_run_from_earlier_weights(tmp_path, training_data):
     parent, child = tmp_path / "parent", tmp_path / "child"
     _train(training_data, parent)
@@ -607,6 +609,7 @@ def test_train_decoder_init_from_starts_a_new_run_from_earlier_weights(tmp_path,
     assert record["init_from"]["checkpoint"] == str(parent / "checkpoint.pt")
 
 
+@pytest.mark.heavy
 def test_train_decoder_init_from_errors_are_clear(tmp_path, training_data):
     run = tmp_path / "run"
     assert "no checkpoint at" in _train_fails(training_data, run, "--init-from", str(tmp_path / "missing.pt"))

@@ -189,6 +189,7 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "straight.json").exists()
 
 
+@pytest.mark.heavy
 def test_training_brings_an_unseen_photo_closer_to_the_style():
     """Forty steps of a tiny network cut the style loss of a photo it never saw (by about a quarter)."""
     target = np.zeros((64, 64, 3), np.uint8)
@@ -344,6 +345,7 @@ def test_shipped_network_moves_colours_towards_its_preset(shipped_networks, pres
 
 # -- training from the command line --------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_styles_train_command_writes_a_network_and_resumes(tmp_path):
     from PIL import Image
 
@@ -371,7 +373,7 @@ def test_styles_train_command_writes_a_network_and_resumes(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_train_style_trains_once_and_the_next_run_reuses_it(tmp_path):
     from PIL import Image
 

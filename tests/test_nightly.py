@@ -46,7 +46,7 @@ def ray_shutdown():
         ray.shutdown()
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_nightly_restyles_only_new_and_changed(tmp_path, ray_shutdown, capsys):
     catalog, out = tmp_path / "catalog", str(tmp_path / "styled")
     catalog.mkdir()

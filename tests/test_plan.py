@@ -1,8 +1,12 @@
 """Planning on the driver (no Ray): what each manifest row becomes before any work."""
 from __future__ import annotations
 
+import pytest
+
 from stylebatch.config import JobConfig
+from stylebatch.manifest import ManifestError
 from stylebatch.plan import build_plan
+from stylebatch.styles import StyleError
 from tests.helpers import write_manifest, write_photo
 
 
@@ -33,3 +37,25 @@ def test_rows_that_cannot_run_are_planned_as_errors(tmp_path):
     assert all(r["output_uri"] is None and r["model"] == "" for r in rows[1:])
     assert plan.counts["invalid"] == 5 and plan.counts["fast"] == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"image_id": "a"}], "uri"),
+    ([{"image_id": "a", "uri": "/x.jpg"}, {"image_id": "a", "uri": "/y.jpg"}], "duplicate"),
+    ([{"image_id": "a", "uri": None}], "uri"),
+    ([{"image_id": "../../etc/x", "uri": "/x.jpg"}], "../../etc/x"),
+    ([{"image_id": "a", "uri": "/x.jpg", "style": "no-such-style"}], "cyberpunk"),
+])
+def test_strict_validation_errors_stop_before_any_work(tmp_path, rows, message):
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    with pytest.raises((ManifestError, StyleError)) as exc:
+        build_plan(_cfg(tmp_path, manifest, strict=True))
+    assert message in str(exc.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_default_style_lists_available(tmp_path):
+    manifest = write_manifest(tmp_path / "m.parquet", [{"image_id": "a", "uri": "/x.jpg"}])
+    with pytest.raises((ManifestError, StyleError)) as exc:
+        build_plan(_cfg(tmp_path, manifest, style="vaporwave-9000"))
+    assert "vaporwave-9000" in str(exc.value) and "ukiyo" in str(exc.value)

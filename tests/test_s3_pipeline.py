@@ -10,7 +10,7 @@ from PIL import Image
 from stylebatch import images, results, storage
 from tests.helpers import photo, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 
 def _put_photo(uri: str, h: int, w: int, seed: int) -> None:

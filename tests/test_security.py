@@ -53,7 +53,7 @@ def test_unsafe_image_id_refused_by_the_planner(tmp_path, bad_id, base):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_cli_refuses_unsafe_ids_before_any_work_local(tmp_path):
     work = tmp_path / "a" / "b"
     good = write_photo(work / "src" / "good.jpg", 16, 16, 1)
@@ -214,6 +214,7 @@ def test_submit_refuses_pickled_weights_before_any_work(tmp_path):
 
 
 @pytest.mark.parametrize("tag", ["!!python/object/apply:os.system", "!!python/object/new:os.system"])
+@pytest.mark.heavy
 def test_style_catalog_yaml_tags_never_run(tmp_path, tag):
     marker = tmp_path / "PWNED"
     catalog = tmp_path / "styles.yaml"
@@ -254,7 +255,7 @@ def _leaks(data: bytes) -> list[str]:
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_credentials_never_appear_in_logs_results_or_metrics(tmp_path):
     good = write_photo(tmp_path / "src" / "good.jpg", 24, 24, 5)
     rows = [
