@@ -147,9 +147,9 @@ def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
     uris = table.column("uri").to_pylist()
     alphas = table.column("alpha").to_pylist() if "alpha" in table.column_names else [None] * len(ids)
     quals = table.column("quality").to_pylist() if "quality" in table.column_names else [None] * len(ids)
-    done = {} if cfg.overwrite else results.completed_index(cfg.output)
     ext = images.OUTPUT_FORMATS[cfg.output_format].extension
     cols: dict[str, list] = {k: [] for k in PLAN_COLUMNS}
+    params: dict[tuple, str] = {}  # a handful of distinct settings in a catalog: hash (and stat weights) once each
     for i, (image_id, uri, style_name, alpha, quality) in enumerate(zip(ids, uris, row_styles, alphas, quals)):
         style_name = style_name or cfg.style
         problem = row_errors.get(i) or (f"style {style_name!r} cannot be used: {broken[style_name]}"
@@ -165,12 +165,18 @@ def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
             preserve = cfg.preserve_color or style.preserve_color
             out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
             kind = registry.kind_for(quality, style).name
-            pkey = _params_key(style, alpha, preserve, quality, cfg, kind)
-            prev = done.get(out_uri)
-            values = (image_id, uri, style_name, alpha, preserve, quality, kind, out_uri, pkey,
-                      prev[0] if prev and prev[1] == pkey else "", "")
+            setting = (style_name, alpha, preserve, quality, kind)
+            if setting not in params:
+                params[setting] = _params_key(style, alpha, preserve, quality, cfg, kind)
+            values = (image_id, uri, style_name, alpha, preserve, quality, kind, out_uri, params[setting], "", "")
         for name, value in zip(PLAN_COLUMNS, values):
             cols[name].append(value)
+    if not cfg.overwrite:
+        # What earlier runs finished, looked up for every row in one pass; fetch skips a row when
+        # its source still has this fingerprint and the settings are the same.
+        done = results.completed_index(cfg.output).lookup(cols["output_uri"])
+        cols["done_fingerprint"] = [prev[0] if prev and prev[1] == pkey else ""
+                                    for prev, pkey in zip(done, cols["params_key"])]
     _check_weights(cfg, {k for k in cols["model"] if k}, resolved)
     plan_table = pa.table(cols, schema=PLAN_SCHEMA)
     valid = [q for q, e in zip(cols["quality"], cols["plan_error"]) if not e]
