@@ -96,11 +96,15 @@ class JobOption:
     """One command-line option of a job: the JobConfig field it sets and how it is spelled."""
 
     field: str
-    flag: str
     help: str
+    flag: str = ""                     # default: --field-name
     short: Optional[str] = None
     choices: tuple[str, ...] = ()
     zero_means_none: bool = False      # e.g. --max-size 0 = no limit (JobConfig holds None)
+
+    def __post_init__(self):
+        if not self.flag:
+            object.__setattr__(self, "flag", "--" + self.field.replace("_", "-"))
 
     @property
     def default(self) -> Any:
@@ -118,36 +122,36 @@ class JobOption:
 _FIELDS = {f.name: f for f in dataclasses.fields(JobConfig)}
 
 JOB_OPTIONS: tuple[JobOption, ...] = (
-    JobOption("output", "--output", "local folder or s3://bucket/prefix", short="-o"),
-    JobOption("style", "--style", "default style: built-in preset or style-catalog name"),
-    JobOption("style_image", "--style-image", "use this image (path, file://, s3://) as the style"),
-    JobOption("style_catalog", "--style-catalog", "YAML/JSON file mapping style names to images"),
-    JobOption("alpha", "--alpha", "style strength 0..1 (default: the style's, else 1)"),
-    JobOption("preserve_color", "--preserve-color", "keep the content's colours"),
-    JobOption("quality", "--quality", "fast (the style's network, else AdaIN) or premium (Gatys); "
+    JobOption("output", "local folder or s3://bucket/prefix", short="-o"),
+    JobOption("style", "default style: built-in preset or style-catalog name"),
+    JobOption("style_image", "use this image (path, file://, s3://) as the style"),
+    JobOption("style_catalog", "YAML/JSON file mapping style names to images"),
+    JobOption("alpha", "style strength 0..1 (default: the style's, else 1)"),
+    JobOption("preserve_color", "keep the content's colours"),
+    JobOption("quality", "fast (the style's network, else AdaIN) or premium (Gatys); "
               "default: the style's, else fast", choices=registry.QUALITIES),
-    JobOption("output_format", "--format", "output image format", choices=tuple(images.OUTPUT_FORMATS)),
-    JobOption("output_quality", "--jpeg-quality", "encoder quality for jpeg/webp"),
-    JobOption("max_size", "--max-size", "longer side of outputs (0 = keep input size)", zero_means_none=True),
-    JobOption("overwrite", "--overwrite", "redo rows already written OK"),
-    JobOption("strict", "--strict", "refuse the whole manifest (exit 2, nothing written) if any row cannot run; "
+    JobOption("output_format", flag="--format", help="output image format", choices=tuple(images.OUTPUT_FORMATS)),
+    JobOption("output_quality", flag="--jpeg-quality", help="encoder quality for jpeg/webp"),
+    JobOption("max_size", "longer side of outputs (0 = keep input size)", zero_means_none=True),
+    JobOption("overwrite", "redo rows already written OK"),
+    JobOption("strict", "refuse the whole manifest (exit 2, nothing written) if any row cannot run; "
               "default: such rows become error rows and the rest run"),
-    JobOption("batch_size", "--batch-size", "images per model batch"),
-    JobOption("premium_iterations", "--premium-iterations", "Gatys iterations for premium rows"),
-    JobOption("device", "--device", "auto, cpu or cuda[:N]"),
-    JobOption("precision", "--precision", "auto, fp32, bf16 or fp16 (CUDA)"),
-    JobOption("gpu", "--gpu", "auto (GPUs Ray reports now), always (autoscaling GPU clusters), never",
+    JobOption("batch_size", "images per model batch"),
+    JobOption("premium_iterations", "Gatys iterations for premium rows"),
+    JobOption("device", "auto, cpu or cuda[:N]"),
+    JobOption("precision", "auto, fp32, bf16 or fp16 (CUDA)"),
+    JobOption("gpu", "auto (GPUs Ray reports now), always (autoscaling GPU clusters), never",
               choices=GPU_MODES),
-    JobOption("max_actors", "--max-actors", "upper bound on model actors per pool"),
-    JobOption("encoder_weights", "--encoder-weights", "pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)"),
-    JobOption("decoder_weights", "--decoder-weights", "a decoder exported by jobs.train_decoder, or pytorch-AdaIN "
+    JobOption("max_actors", "upper bound on model actors per pool"),
+    JobOption("encoder_weights", "pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)"),
+    JobOption("decoder_weights", "a decoder exported by jobs.train_decoder, or pytorch-AdaIN "
               "decoder.pth (with --encoder-weights)"),
-    JobOption("run_id", "--run-id", "name of this run (default: timestamp)"),
-    JobOption("wait", "--wait", "if another run is writing to the same output, wait for it to finish"),
-    JobOption("force", "--force", "if another run holds the output's lease, break it (only when you know it is dead)"),
-    JobOption("train_style", "--train-style", "first train a network for --style-image (one Ray task; cached under "
+    JobOption("run_id", "name of this run (default: timestamp)"),
+    JobOption("wait", "if another run is writing to the same output, wait for it to finish"),
+    JobOption("force", "if another run holds the output's lease, break it (only when you know it is dead)"),
+    JobOption("train_style", "first train a network for --style-image (one Ray task; cached under "
               "OUTPUT/_styles/ and reused by later runs), then run the catalog with it"),
-    JobOption("train_steps", "--train-steps", "--train-style: training steps"),
+    JobOption("train_steps", "--train-style: training steps"),
 )
 
 
