@@ -312,6 +312,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="precision of the stylizers (metrics are always fp32)")
     p.add_argument("--encoder-weights", help="pytorch-AdaIN vgg_normalised.pth (with --decoder-weights)")
+    p.add_argument("--network", help="--set presets: a presets' network file to score instead of the shipped one")
     p.add_argument("--decoder-weights", help="decoder to evaluate instead of the shipped one (one exported by "
                    "jobs.train_decoder needs no --encoder-weights)")
     p.add_argument("--seed", type=int, default=0)
@@ -325,6 +326,8 @@ def main(argv=None) -> dict:
         content_paths = content_paths[:args.limit_photos]
     if args.pair_set == "presets":
         style_specs = {n: style_lookup.resolve_style(n) for n in presets.preset_names()}
+        if args.network:  # a candidate network file instead of the shipped one (e.g. a training run's)
+            style_specs = {n: style_lookup.with_network(st, args.network, n) for n, st in style_specs.items()}
         styles = {n: np.array(st.images[0]) for n, st in style_specs.items()}
     else:
         styles = {s.name: load_resized(s, STYLE_SIZE) for s in datasets.holdout_styles()}
