@@ -13,6 +13,7 @@ Design notes:
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import io
@@ -39,6 +40,8 @@ __all__ = [
     "UnsupportedSchemeError",
     "UnsafePathError",
     "ObjectTooLargeError",
+    "PreconditionFailedError",
+    "AlreadyExistsError",
     "ParsedURI",
     "ObjectInfo",
     "parse_uri",
@@ -50,6 +53,10 @@ __all__ = [
     "join",
     "output_uri",
     "delete",
+    "read_with_fingerprint",
+    "create_exclusive",
+    "replace_if_match",
+    "delete_if_match",
     "redact",
     "get_s3_client",
     "pyarrow_filesystem",
@@ -106,6 +113,16 @@ class UnsafePathError(StorageError):
 
 class ObjectTooLargeError(StorageError):
     """The object is larger than the caller's max_bytes."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write or delete did not apply: the object is not (or no longer) the version
+    the caller named. After a retried request this can also mean the caller's own first attempt
+    went through, so callers that need to know re-read the object (see :func:`create_exclusive`)."""
+
+
+class AlreadyExistsError(PreconditionFailedError):
+    """:func:`create_exclusive` found the object already there."""
 
 
 # AWS key-id prefixes (long-term AKIA, temporary ASIA, and the other documented unique-id
@@ -864,6 +881,301 @@ def delete(uri: str) -> None:
         _s3_call(uri, "delete", _del)
     except NotFoundError:
         return
+
+
+# --------------------------------------------------------------------------------------------
+# Conditional writes (for leases and other single-writer objects)
+# --------------------------------------------------------------------------------------------
+#
+# S3: PutObject with If-None-Match: * (create only if absent) and If-Match: <etag> (replace only
+# that version), DeleteObject with If-Match: <etag>. AWS S3 honours all three (conditional writes
+# since 2024, conditional deletes on general purpose buckets since 2025); SeaweedFS 4.48 honours
+# all three too, atomically under concurrent requests (412 PreconditionFailed to the losers),
+# but answers 412 rather than AWS's 404 to If-Match on an absent key.
+# Local: the object is always complete when visible (written to a temp file, then os.link'ed to
+# its name, which fails when the name exists), and every conditional operation runs under an
+# flock on a hidden sidecar file ".<name>.lock" next to it, so compare-and-swap is atomic between
+# processes of this module. Fingerprints are the same as stat()'s: the ETag on S3, sha256 locally.
+#
+# A retried request (after a timeout, say) may find its own first attempt already applied and
+# answer PreconditionFailedError; callers that must know put something identifying in the body
+# and re-read (stylebatch.lease does).
+
+_LOCK_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+_LINK_UNSUPPORTED = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV, errno.ENOSYS)
+_warned_no_lock: set[str] = set()
+
+
+class _LocalLock:
+    """Exclusive flock on ``.<name>.lock`` beside ``path`` (created on first use, never removed:
+    removing a lock file races with the next locker)."""
+
+    def __init__(self, path: str):
+        parent = os.path.dirname(os.path.abspath(path))
+        self.lock_path = os.path.join(parent, f".{os.path.basename(path)}.lock")
+        self.parent = parent
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_LocalLock":
+        import fcntl
+
+        os.makedirs(self.parent, exist_ok=True)
+        self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in _LOCK_UNSUPPORTED:
+                os.close(self.fd)
+                self.fd = None
+                raise
+            # Some network/FUSE filesystems refuse flock. Creation stays exclusive (os.link);
+            # compare-and-swap degrades to compare-then-swap.
+            if self.parent not in _warned_no_lock:
+                _warned_no_lock.add(self.parent)
+                log.warning("%s", redact(f"{self.parent}: file locking not supported ({exc.strerror}); "
+                                         "conditional replaces there are not atomic between processes"))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+
+def _sha256_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _condition_kind(exc: BaseException) -> str | None:
+    """'failed' (412), 'conflict' (409 ConditionalRequestConflict: a concurrent conditional
+    request won), 'absent' (NoSuchKey), 'unsupported' (501 NotImplemented) or None."""
+    from botocore import exceptions as bex
+
+    if not isinstance(exc, bex.ClientError):
+        return None
+    code = str((exc.response.get("Error", {}) or {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    if code == "PreconditionFailed" or status == 412:
+        return "failed"
+    if code == "ConditionalRequestConflict":
+        return "conflict"
+    if code == "NoSuchKey":
+        return "absent"
+    if code == "NotImplemented" or status == 501:
+        return "unsupported"
+    return None
+
+
+def _s3_key(uri: str, action: str) -> ParsedURI:
+    p = parse_uri(uri)
+    if not p.key_or_path or p.key_or_path.endswith("/"):
+        raise StorageError(f"{action} {uri}: S3 URI must name an object key, not a bucket/prefix", uri=uri)
+    return p
+
+
+def read_with_fingerprint(uri: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
+    """The bytes of one object and the fingerprint of exactly those bytes (what
+    :func:`replace_if_match` and :func:`delete_if_match` expect), from one read."""
+    p = parse_uri(uri)
+    if p.scheme == "file":
+        data = read_bytes(uri, max_bytes=max_bytes)
+        return data, _sha256_bytes(data)
+    if max_bytes is not None and max_bytes < 0:
+        raise ValueError("max_bytes must be >= 0")
+    _s3_key(uri, "read")
+
+    def _get(client):
+        resp = client.get_object(Bucket=p.bucket, Key=p.key_or_path)
+        body = resp["Body"]
+        try:
+            size = resp.get("ContentLength")
+            if max_bytes is not None and size is not None and size > max_bytes:
+                raise _too_large(uri, size, max_bytes)
+            data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+        finally:
+            body.close()
+        if max_bytes is not None and len(data) > max_bytes:
+            raise _too_large(uri, len(data), max_bytes)
+        return data, str(resp.get("ETag", "")).strip('"')
+
+    return _s3_call(uri, "read", _get)
+
+
+def create_exclusive(uri: str, data: bytes, *, content_type: str | None = None) -> str:
+    """Write ``data`` only if nothing exists at ``uri``; return the new object's fingerprint.
+
+    Raises AlreadyExistsError (a StorageError) when the object exists, also when it was created
+    a moment ago by a concurrent caller: of any number of simultaneous creators exactly one
+    succeeds. Local: temp file + os.link (fails if the name exists), parent folders created.
+    S3: PutObject with If-None-Match: * (a 412 or 409 answer means someone else's object is there
+    or is being written).
+    """
+    p = parse_uri(uri)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    payload = bytes(data)
+    if p.scheme == "file":
+        path = p.key_or_path
+        try:
+            with _LocalLock(path):
+                parent = os.path.dirname(os.path.abspath(path))
+                tmp = os.path.join(parent, _tmp_name(os.path.basename(path)))
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(payload)
+                    try:
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        raise AlreadyExistsError(f"create {uri}: already exists", uri=uri) from None
+                    except OSError as exc:
+                        if exc.errno not in _LINK_UNSUPPORTED:
+                            raise
+                        # No hard links here: exclusive through the lock instead.
+                        if os.path.lexists(path):
+                            raise AlreadyExistsError(f"create {uri}: already exists", uri=uri) from None
+                        os.replace(tmp, path)
+                finally:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
+        except OSError as exc:
+            raise _local_error(uri, "create", exc) from None
+        return _sha256_bytes(payload)
+
+    _s3_key(uri, "create")
+    ctype = content_type or mimetypes.guess_type(p.key_or_path)[0] or "application/octet-stream"
+
+    def _put(client):
+        try:
+            resp = client.put_object(Bucket=p.bucket, Key=p.key_or_path, Body=payload, ContentType=ctype,
+                                     IfNoneMatch="*")
+        except Exception as exc:  # noqa: BLE001 - conditional answers mapped, the rest to _s3_call
+            kind = _condition_kind(exc)
+            if kind in ("failed", "conflict"):
+                raise AlreadyExistsError(f"create {uri}: already exists ({_describe(exc)})", uri=uri) from None
+            if kind == "unsupported":
+                raise StorageError(f"create {uri}: the S3 server does not support conditional writes "
+                                   f"(If-None-Match) ({_describe(exc)})", uri=uri) from None
+            raise
+        return str(resp.get("ETag", "")).strip('"')
+
+    etag = _s3_call(uri, "create", _put)
+    return etag or stat(uri).fingerprint
+
+
+def replace_if_match(uri: str, data: bytes, fingerprint: str, *, content_type: str | None = None) -> str:
+    """Overwrite the object with ``data`` only if its current fingerprint is ``fingerprint``
+    (compare-and-swap); return the new fingerprint.
+
+    Raises PreconditionFailedError when the object changed or no longer exists. Local: compare
+    and atomic replace under the sidecar lock. S3: PutObject with If-Match: "<etag>".
+    """
+    p = parse_uri(uri)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    payload = bytes(data)
+    if p.scheme == "file":
+        path = p.key_or_path
+        try:
+            with _LocalLock(path):
+                try:
+                    with open(path, "rb") as fh:
+                        current = _sha256_bytes(fh.read())
+                except FileNotFoundError:
+                    raise PreconditionFailedError(f"replace {uri}: no longer exists", uri=uri) from None
+                if current != fingerprint:
+                    raise PreconditionFailedError(f"replace {uri}: changed since it was read", uri=uri)
+                _atomic_write_local(path, payload)
+        except OSError as exc:
+            raise _local_error(uri, "replace", exc) from None
+        return _sha256_bytes(payload)
+
+    _s3_key(uri, "replace")
+    ctype = content_type or mimetypes.guess_type(p.key_or_path)[0] or "application/octet-stream"
+
+    def _put(client):
+        try:
+            resp = client.put_object(Bucket=p.bucket, Key=p.key_or_path, Body=payload, ContentType=ctype,
+                                     IfMatch=f'"{fingerprint}"')
+        except Exception as exc:  # noqa: BLE001
+            kind = _condition_kind(exc)
+            if kind in ("failed", "conflict"):
+                raise PreconditionFailedError(f"replace {uri}: changed since it was read ({_describe(exc)})",
+                                              uri=uri) from None
+            if kind == "absent":
+                raise PreconditionFailedError(f"replace {uri}: no longer exists", uri=uri) from None
+            if kind == "unsupported":
+                raise StorageError(f"replace {uri}: the S3 server does not support conditional writes "
+                                   f"(If-Match) ({_describe(exc)})", uri=uri) from None
+            raise
+        return str(resp.get("ETag", "")).strip('"')
+
+    etag = _s3_call(uri, "replace", _put)
+    return etag or stat(uri).fingerprint
+
+
+def delete_if_match(uri: str, fingerprint: str) -> None:
+    """Delete the object only if its current fingerprint is ``fingerprint``; an absent object is
+    not an error. Raises PreconditionFailedError when it changed. S3: DeleteObject with
+    If-Match: "<etag>"; a server that answers 501 to it gets a compare (stat) then a plain delete.
+    """
+    p = parse_uri(uri)
+    if p.scheme == "file":
+        path = p.key_or_path
+        if not os.path.lexists(path):
+            return
+        try:
+            with _LocalLock(path):
+                try:
+                    with open(path, "rb") as fh:
+                        current = _sha256_bytes(fh.read())
+                except FileNotFoundError:
+                    return
+                if current != fingerprint:
+                    raise PreconditionFailedError(f"delete {uri}: changed since it was read", uri=uri)
+                os.remove(path)
+        except OSError as exc:
+            raise _local_error(uri, "delete", exc) from None
+        return
+
+    _s3_key(uri, "delete")
+
+    def _del(client):
+        try:
+            client.delete_object(Bucket=p.bucket, Key=p.key_or_path, IfMatch=f'"{fingerprint}"')
+        except Exception as exc:  # noqa: BLE001
+            kind = _condition_kind(exc)
+            if kind in ("failed", "conflict"):
+                raise PreconditionFailedError(f"delete {uri}: changed since it was read ({_describe(exc)})",
+                                              uri=uri) from None
+            if kind == "absent":
+                return True
+            if kind == "unsupported":
+                return False
+            raise
+        return True
+
+    try:
+        done = _s3_call(uri, "delete", _del)
+    except NotFoundError:
+        return
+    except PreconditionFailedError:
+        # SeaweedFS answers 412, not 404, to If-Match on an absent key.
+        try:
+            stat(uri)
+        except NotFoundError:
+            return
+        raise
+    if not done:
+        try:
+            current = stat(uri).fingerprint
+        except NotFoundError:
+            return
+        if current != fingerprint:
+            raise PreconditionFailedError(f"delete {uri}: changed since it was read", uri=uri)
+        delete(uri)
 
 
 # --------------------------------------------------------------------------------------------
