@@ -6,7 +6,8 @@
 ``--manifest URI`` replaces ``--source`` when the catalog already has a manifest. The other
 options are those of ``stylebatch submit`` (same names, same meaning). The logic lives in
 ``stylebatch.nightly.run_nightly``; this file only parses, calls and sets the exit code:
-0 = every row ok or skipped, 1 = some rows failed, 2 = bad input (nothing ran).
+0 = every row ok or skipped, 1 = some rows failed, 2 = bad input (nothing ran), 3 = another run is
+writing to the same output (nothing ran; ``--wait`` waits for it).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[dict, dict]:
 def main(argv: Optional[list[str]] = None) -> int:
     from stylebatch import storage
     from stylebatch.cli import _print_summary, _user_errors
+    from stylebatch.lease import LeaseHeld
     from stylebatch.progress import ProgressDisplay
     from stylebatch.nightly import run_nightly
 
@@ -52,6 +54,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         address = os.environ["RAY_ADDRESS"] = "auto"
     try:
         result = run_nightly(**where, progress=ProgressDisplay(), ray_address=address or None, **options)
+    except LeaseHeld as exc:  # another night is still writing to this output
+        print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
+        return 3
     except _user_errors() as exc:
         print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
         return 2

@@ -54,16 +54,58 @@ def _print_summary(summary) -> None:
 
 
 def _run_job(cfg, dry_run: bool) -> None:
-    from . import pipeline
-    from .plan import build_plan, invalid_examples, plan_summary
+    """Exit codes: 0 every row ok or skipped, 1 some rows failed, 2 bad input (nothing ran), 3 another
+    run is writing to the same output (nothing ran; --wait waits for it, --force breaks its lease)."""
+    from . import pipeline, results
+    from .lease import LeaseHeld, output_lease
+    from .plan import build_plan, plan_summary, precheck
 
-    try:
-        plan = build_plan(cfg, train_styles=not dry_run)
-    except _user_errors() as exc:
-        _fail(str(exc))
     if dry_run:
+        try:
+            plan = build_plan(cfg, train_styles=False)
+        except _user_errors() as exc:
+            _fail(str(exc))
         typer.echo(plan_summary(plan, cfg))
         return
+    try:
+        precheck(cfg)  # a job that cannot run is refused before anything is written, the lease included
+    except _user_errors() as exc:
+        _fail(str(exc))
+    cfg.run_id = cfg.run_id or results.make_run_id()
+    try:
+        # Taken before planning: the plan must see everything the previous run finished.
+        with output_lease(cfg.output, cfg.run_id, wait=cfg.wait, force=cfg.force, on_wait=_print_waiting) as lease:
+            try:
+                plan = build_plan(cfg)
+            except _user_errors() as exc:
+                _fail(str(exc))
+            _print_plan(plan, cfg)
+            from .progress import ProgressDisplay
+
+            summary = pipeline.restyle(cfg, plan=plan, progress=ProgressDisplay(), lease=lease)
+    except LeaseHeld as exc:
+        _fail(str(exc), code=3)
+    except _user_errors() as exc:  # the store refused the lease object itself (e.g. access denied)
+        _fail(str(exc))
+    _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+_last_wait_line = [0.0]
+
+
+def _print_waiting(holder) -> None:
+    import time
+
+    if time.monotonic() - _last_wait_line[0] >= 30:
+        _last_wait_line[0] = time.monotonic()
+        typer.echo(f"waiting: {holder.describe()}", err=True)
+
+
+def _print_plan(plan, cfg) -> None:
+    from .plan import invalid_examples
+
     c = plan.counts
     typer.echo(f"restyling {c['rows']} rows ({c['fast']} fast, {c['premium']} premium"
                + (f", {c['invalid']} that cannot run" if c["invalid"] else "") + f") -> {cfg.output}", err=True)
@@ -72,12 +114,6 @@ def _run_job(cfg, dry_run: bool) -> None:
     if c["invalid"] > 10:
         typer.echo(f"  ... and {c['invalid'] - 10} more (all are error rows in the results; --strict refuses "
                    "the manifest instead)", err=True)
-    from .progress import ProgressDisplay
-
-    summary = pipeline.restyle(cfg, plan=plan, progress=ProgressDisplay())
-    _print_summary(summary)
-    if summary.failed:
-        raise typer.Exit(1)
 
 
 def submit(manifest: str, dry_run: bool, address: Optional[str], **options):

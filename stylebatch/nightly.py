@@ -21,6 +21,7 @@ from typing import Any, Optional
 from . import results, storage
 from .manifest import build_manifest
 from .config import JobConfig
+from .lease import output_lease
 from .pipeline import ProgressFn, RunSummary, restyle
 from .plan import build_plan
 
@@ -93,13 +94,15 @@ def run_nightly(*, output: str, source: Optional[str] = None, manifest: Optional
             # Tonight's outputs would be listed as tomorrow's new images.
             raise ValueError(f"--output {storage.redact(output)} is inside --source {storage.redact(source)}; "
                              "the job would restyle its own outputs: choose an output outside the source")
-        build_manifest(source, built_uri)
-    plan = build_plan(cfg)
-    previous = read_last_success(output)
-    summary = restyle(cfg, plan=plan, progress=progress)
-    written = None
-    if summary.failed == 0:
-        written = _write_last_success(summary, cfg.manifest, source, previous)
+    # One run per output: a night still going when the next one starts makes the next one stop
+    # (or wait with wait=True); nothing is listed or planned before the lease is ours.
+    with output_lease(output, run_id, wait=cfg.wait, force=cfg.force) as lease:
+        if source is not None:
+            build_manifest(source, built_uri)
+        plan = build_plan(cfg)
+        previous = read_last_success(output)
+        summary = restyle(cfg, plan=plan, progress=progress, lease=lease)
+        written = _write_last_success(summary, cfg.manifest, source, previous) if summary.failed == 0 else None
     return NightlyResult(summary, cfg.manifest, written, previous)
 
 

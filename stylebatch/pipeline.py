@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from . import results, storage
 from .config import JobConfig
 from .faults import CrashJournal
+from .lease import Lease, output_lease
 from .models import registry
 from .plan import Plan, build_plan
 from .resources import PoolSizing, size_pools
@@ -116,12 +117,22 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, s
 ProgressFn = Callable[[dict], None]  # called after every committed batch
 
 
-def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Optional[Plan] = None) -> RunSummary:
-    """Run the whole job: validate and plan, stream every row through the actor pools, write outputs,
-    per-row results and run metrics. Returns the summary; ``summary.failed`` rows had status=error."""
+def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Optional[Plan] = None,
+            lease: Optional[Lease] = None) -> RunSummary:
+    """Run the whole job: take the output's lease, validate and plan, stream every row through the
+    actor pools, write outputs, per-row results and run metrics. Returns the summary;
+    ``summary.failed`` rows had status=error. Raises ``lease.LeaseHeld`` (naming the running job)
+    when another run is writing to the same output, unless ``cfg.wait`` or ``cfg.force``.
+
+    A caller that already holds the lease (the CLI takes it before planning) passes it in; the
+    plan should then be built under it, so it sees everything earlier runs finished."""
+    if lease is None:
+        cfg.run_id = cfg.run_id or results.make_run_id()
+        with output_lease(cfg.output, cfg.run_id, wait=cfg.wait, force=cfg.force) as held:
+            return restyle(cfg, progress=progress, plan=plan, lease=held)
     started = time.time()
+    run_id = lease.run_id
     plan = plan or build_plan(cfg)
-    run_id = cfg.run_id or results.make_run_id()
     ray = init_ray(cfg.ray_address)
     CrashJournal.create(run_id)
     metrics = results.RunMetrics(run_id=run_id,
@@ -163,9 +174,13 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     out_metrics = metrics.finish(wall, config=config, versions=results.collect_versions())
     out_metrics["run_id"] = run_id
     metrics_uri = results.write_metrics(cfg.output, run_id, out_metrics)
-    try:
-        results.fold_finished_runs(cfg.output)
-    except storage.StorageError as exc:  # compaction and the snapshot are optimisations; the parts stay the truth
-        log.warning("could not compact the results or refresh the completed-index snapshot: %s", exc)
+    if lease.lost:  # another run broke our lease (--force): the output is theirs now, fold nothing
+        log.error("the lease on %s was taken over while this run went on; its results stay as per-batch parts",
+                  storage.redact(cfg.output))
+    else:
+        try:
+            results.fold_finished_runs(cfg.output)
+        except storage.StorageError as exc:  # compaction and the snapshot are optimisations; parts stay the truth
+            log.warning("could not compact the results or refresh the completed-index snapshot: %s", exc)
     CrashJournal.drop(run_id)
     return RunSummary(run_id, cfg.output, out_metrics, results.results_dir(cfg.output, run_id), metrics_uri)

@@ -122,23 +122,32 @@ def _train_style_network(cfg: JobConfig, *, train: bool) -> Optional[str]:
     return uri
 
 
+def precheck(cfg: JobConfig) -> tuple[pa.Table, manifest.ManifestCheck]:
+    """Everything that can refuse a job without writing anything: the options, the named weights
+    files, and the manifest (raises ManifestError when nothing can run: a structural problem, or
+    any problem at all with ``--strict``). Returns the manifest and its per-row problems."""
+    cfg.validate()
+    registry.check(cfg.model_options())  # named weights files, before reading the manifest
+    style_name = custom_style_name(cfg.style_image) if cfg.style_image else cfg.style
+    table = manifest.read_manifest(cfg.manifest)
+    catalog_names = set(styles.available_styles(styles.StyleCatalog.load(cfg.style_catalog))) if cfg.style_catalog \
+        else set(styles.available_styles())
+    check = manifest.check_manifest(table, known_styles=catalog_names | {style_name})
+    if check.structural or (cfg.strict and check.row_errors):
+        raise manifest.ManifestError(check.problems())
+    return table, check
+
+
 def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
     """Validate everything before any work; raise ManifestError/StyleError with every problem named.
     With ``cfg.train_style`` the style's network is trained first (unless cached, or ``train_styles``
     is False, as for a dry run)."""
-    cfg.validate()
-    registry.check(cfg.model_options())  # named weights files, before reading the manifest
+    table, check = precheck(cfg)
     if cfg.style_image:
         cfg.style = custom_style_name(cfg.style_image)
     if cfg.train_style and not cfg.style_network:
         cfg.style_network = _train_style_network(cfg, train=train_styles)
-    table = manifest.read_manifest(cfg.manifest)
     row_styles = table.column("style").to_pylist() if "style" in table.column_names else [None] * table.num_rows
-    catalog_names = set(styles.available_styles(styles.StyleCatalog.load(cfg.style_catalog))) if cfg.style_catalog \
-        else set(styles.available_styles())
-    check = manifest.check_manifest(table, known_styles=catalog_names | {cfg.style})
-    if check.structural or (cfg.strict and check.row_errors):
-        raise manifest.ManifestError(check.problems())
     row_errors = check.row_errors
     wanted = {s for i, s in enumerate(row_styles) if s and i not in row_errors} | {cfg.style}
     resolved, broken = _resolve_styles(cfg, wanted)

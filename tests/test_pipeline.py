@@ -193,3 +193,23 @@ def test_800_rows_leave_a_few_results_files(ray_local, tmp_path):
     con = duckdb.connect()
     glob_ = str(tmp_path / "out" / "_runs" / summary.run_id / "results" / "*.parquet")
     assert con.execute(f"select count(*), count(distinct image_id) from read_parquet('{glob_}')").fetchone() == (800, 800)
+
+
+def test_two_runs_on_one_output_started_together_one_proceeds(tmp_path):
+    import subprocess
+    import sys
+
+    rows = [{"image_id": f"p{i}", "uri": str(write_photo(tmp_path / "src" / f"p{i}.jpg", 24, 24, i))} for i in range(4)]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "stylebatch.cli", "submit", str(manifest), "--output", str(out), "--max-size", "24"]
+    procs = [subprocess.Popen(cmd + ["--run-id", f"run{k}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 3], [o[1][-2000:] for o in outs]
+    loser = next(o for p, o in zip(procs, outs) if p.returncode == 3)
+    winner = f"run{[p.returncode for p in procs].index(0)}"
+    assert f"run {winner} (host" in loser[1] and "--wait" in loser[1], loser[1]
+    assert results.list_runs(str(out)) == [winner]  # the loser wrote nothing
+    assert not (out / "_runs" / "_lease.json").exists()  # released at the end
