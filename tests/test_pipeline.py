@@ -213,3 +213,32 @@ def test_two_runs_on_one_output_started_together_one_proceeds(tmp_path):
     assert f"run {winner} (host" in loser[1] and "--wait" in loser[1], loser[1]
     assert results.list_runs(str(out)) == [winner]  # the loser wrote nothing
     assert not (out / "_runs" / "_lease.json").exists()  # released at the end
+
+
+def test_bad_rows_fail_alone_and_strict_refuses_the_manifest(tmp_path):
+    good = [{"image_id": f"g{i}", "uri": str(write_photo(tmp_path / "src" / f"g{i}.jpg", 24, 24, i)), "alpha": None,
+             "style": None} for i in range(3)]
+    bad = [{"image_id": "../../etc/evil", "uri": good[0]["uri"], "alpha": None, "style": None},
+           {"image_id": "nouri", "uri": None, "alpha": None, "style": None},
+           {"image_id": "alpha7", "uri": good[1]["uri"], "alpha": 7.0, "style": None},
+           {"image_id": "nostyle", "uri": good[2]["uri"], "alpha": None, "style": "no-such-style"}]
+    manifest = write_manifest(tmp_path / "m.parquet", good + bad)
+    out = tmp_path / "out"
+
+    strict = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "24", "--strict")
+    assert strict.returncode == 2, strict.stderr
+    for needle in ("unsafe image_id", "missing or empty uri", "alpha", "unknown style"):
+        assert needle in strict.stderr, needle
+    assert not out.exists()  # nothing written, not even the lease
+
+    run = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "24")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "4 that cannot run" in run.stderr
+    rows = {r["image_id"]: r for r in results.read_results(str(out), results.list_runs(str(out))[-1]).to_pylist()}
+    assert sorted(rows) == sorted(r["image_id"] for r in good + bad)
+    assert all(rows[r["image_id"]]["status"] == "ok" for r in good)
+    expected = {"../../etc/evil": "unsafe image_id", "nouri": "missing or empty uri", "alpha7": "between 0 and 1",
+                "nostyle": "unknown style 'no-such-style'"}
+    for image_id, message in expected.items():
+        assert rows[image_id]["status"] == "error" and message in rows[image_id]["error"], rows[image_id]
+    assert sorted(p.name for p in (out / "cyberpunk").iterdir()) == ["g0.jpg", "g1.jpg", "g2.jpg"]
