@@ -327,7 +327,7 @@ def test_import_creates_no_client():
     code = (
         "import sys, stylebatch.storage as s\n"
         "assert 'boto3' not in sys.modules, 'boto3 imported at import time'\n"
-        "assert not s._CLIENTS\n"
+        "assert not s.s3._CLIENTS\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -409,7 +409,7 @@ def test_transient_errors_are_retried_and_others_are_not(monkeypatch):
     from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
     monkeypatch.setenv("STYLEBATCH_IO_RETRY_SECONDS", "20")
-    monkeypatch.setattr(storage, "_BACKOFF_BASE_S", 0.01)  # same policy, faster test
+    monkeypatch.setattr(storage.s3, "_BACKOFF_BASE_S", 0.01)  # same policy, faster test
     fake = _FakeS3([
         _client_error("SlowDown", 503),
         _client_error("InternalError", 500),
@@ -417,7 +417,7 @@ def test_transient_errors_are_retried_and_others_are_not(monkeypatch):
         ReadTimeoutError(endpoint_url="http://x"),
         _client_error("Throttling", 400),
     ])
-    monkeypatch.setattr(storage, "get_s3_client", lambda: fake)
+    monkeypatch.setattr(storage.s3, "get_s3_client", lambda: fake)
     assert storage.read_bytes("s3://b/k") == b"finally"
     assert fake.calls == 6
     for code, status, exc_type in [
@@ -427,7 +427,7 @@ def test_transient_errors_are_retried_and_others_are_not(monkeypatch):
         ("InvalidRequest", 400, StorageError),
     ]:
         fake = _FakeS3([_client_error(code, status)])
-        monkeypatch.setattr(storage, "get_s3_client", lambda: fake)
+        monkeypatch.setattr(storage.s3, "get_s3_client", lambda: fake)
         with pytest.raises(exc_type) as ei:
             storage.read_bytes("s3://b/k")
         assert fake.calls == 1, code  # no retry
