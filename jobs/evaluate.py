@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from jobs import datasets
 from stylebatch import presets, styles as style_lookup
+from stylebatch import report as run_report
 from stylebatch.images import decode_image
 from stylebatch.models import losses, registry
 from stylebatch.models.losses import gram, mean_std
@@ -253,36 +254,16 @@ def print_summary(summary: dict, gatys_label: str) -> None:
 # Contact sheets
 # ---------------------------------------------------------------------------------------------
 
-def _fit(img: np.ndarray, cell: int) -> Image.Image:
-    im = Image.fromarray(img)
-    im.thumbnail((cell - 6, cell - 18), Image.Resampling.LANCZOS)
-    return im
-
-
 def contact_sheet(contents: dict[str, np.ndarray], styles: dict[str, np.ndarray],
-                  outputs: dict[tuple[str, str], np.ndarray], title: str, cell: int = SHEET_CELL) -> Image.Image:
-    """Header row: the style images; first column: the contents; cells: the method's outputs."""
+                  outputs: dict[tuple[str, str], np.ndarray], title: str, cell: int = SHEET_CELL) -> np.ndarray:
+    """Header row: the style images; first column: the contents; cells: the method's outputs
+    (stylebatch's one contact sheet, with headers)."""
     cnames, snames = list(contents), list(styles)
-    sheet = Image.new("RGB", ((len(snames) + 1) * cell, (len(cnames) + 1) * cell), (40, 40, 40))
-    draw = ImageDraw.Draw(sheet)
-
-    def put(img: np.ndarray | None, row: int, col: int, label: str) -> None:
-        x0, y0 = col * cell, row * cell
-        if img is not None:
-            im = _fit(img, cell)
-            sheet.paste(im, (x0 + (cell - im.width) // 2, y0 + 3 + (cell - 18 - im.height) // 2))
-        draw.text((x0 + 4, y0 + cell - 14), label[:26], fill=(220, 220, 220))
-
-    draw.text((6, 6), title[:24], fill=(255, 255, 255))
-    draw.text((6, 22), "rows: content", fill=(180, 180, 180))
-    draw.text((6, 36), "columns: style", fill=(180, 180, 180))
-    for j, s in enumerate(snames, 1):
-        put(styles[s], 0, j, Path(s).stem)
-    for i, c in enumerate(cnames, 1):
-        put(contents[c], i, 0, Path(c).stem)
-        for j, s in enumerate(snames, 1):
-            put(outputs.get((c, s)), i, j, "")
-    return sheet
+    return run_report.contact_sheet(
+        [("", outputs.get((c, s))) for c in cnames for s in snames], thumb=cell, columns=len(snames),
+        column_headers=[(Path(s).stem, styles[s]) for s in snames],
+        row_headers=[(Path(c).stem, contents[c]) for c in cnames],
+        title=[title, "rows: content", "columns: style"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +375,7 @@ def main(argv=None) -> dict:
             continue
         label = gatys_label if method == "gatys100" else method
         sheet = contact_sheet(contents, styles, outputs[method], label)
-        sheet.save(out_dir / f"contact_{method}.png")
+        Image.fromarray(sheet).save(out_dir / f"contact_{method}.png")
         print(f"contact sheet: {out_dir / f'contact_{method}.png'}")
     print(f"results: {json_path}")
     return report

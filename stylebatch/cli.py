@@ -272,9 +272,14 @@ def stylize(
 @app.command()
 def report(run: str = typer.Argument("latest", help="run id, 'latest', or a run folder OUT/_runs/<run_id>"),
            output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="the job's output root"),
-           sample: int = typer.Option(12, help="outputs on the contact sheet")):
-    """Summary table of a run's results and a contact sheet of a sample of its outputs."""
+           sample: int = typer.Option(12, help="outputs on the contact sheet"),
+           pairs: int = typer.Option(200, min=0, help="source/output pairs in report.html (evenly sampled when "
+                                     "the run has more ok rows)")):
+    """Summary table of a run's results, a contact sheet of a sample of its outputs and report.html
+    (counts, timings, styles, errors, source/output pairs) in the run's folder."""
+    from . import report as run_report
     from . import results
+    from .storage import redact
 
     if "/_runs/" in run:
         output, run = run.rstrip("/").rsplit("/_runs/", 1)
@@ -284,12 +289,13 @@ def report(run: str = typer.Argument("latest", help="run id, 'latest', or a run 
             if not runs:
                 _fail(f"no runs under {output}/_runs")
             run = runs[-1]
-        text, sheet = results.report(output, run, sample=sample)
+        rep = run_report.report(output, run, sample=sample, pairs=pairs)
     except _user_errors() as exc:
         _fail(str(exc))
-    typer.echo(text)
-    if sheet:
-        typer.echo(f"contact sheet: {sheet}")
+    typer.echo(rep.summary)
+    if rep.contact_sheet:
+        typer.echo(f"contact sheet: {redact(rep.contact_sheet)}")
+    typer.echo(f"html report: {redact(rep.html)}")
 
 
 

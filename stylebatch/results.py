@@ -1,10 +1,11 @@
-"""Per-row results, run bookkeeping, metrics and human-readable reports.
+"""Per-row results, run bookkeeping and metrics (human-readable reports: ``report.py``).
 
 Layout under an output root ``<out>`` (local path, file:// or s3://)::
 
     <out>/_runs/<run_id>/results/part-<uuid>.parquet   per-row results
     <out>/_runs/<run_id>/metrics.json                   run metrics
-    <out>/_runs/<run_id>/contact_sheet.jpg              sample of outputs
+    <out>/_runs/<run_id>/contact_sheet.jpg              sample of outputs (report.py)
+    <out>/_runs/<run_id>/report.html                    HTML report (report.py)
     <out>/_runs/_index.parquet                          completed-output snapshot
 
 A results part is written only after the outputs it describes, so a part file
@@ -31,9 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw, ImageFont
 
-from . import images as _images
 from . import storage as _storage
 
 log = logging.getLogger(__name__)
@@ -75,11 +74,6 @@ _INDEX_META_RUNS = b"stylebatch.runs_included"
 _INDEX_META_VERSION = b"stylebatch.index_version"
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STRING_FIELDS = {f.name for f in RESULT_SCHEMA if pa.types.is_string(f.type)}
-_MAX_OUTPUT_BYTES = 256 * 1024 * 1024
-
-CONTACT_PAD = 6
-CONTACT_LABEL_H = 18
-CONTACT_BG = (24, 24, 24)
 
 
 # --------------------------------------------------------------------------
@@ -633,132 +627,3 @@ def write_metrics(out_uri: str, run_id: str, metrics: Mapping[str, Any]) -> str:
 
 def read_metrics(out_uri: str, run_id: str) -> dict[str, Any]:
     return json.loads(_storage.read_bytes(metrics_uri(out_uri, run_id)).decode("utf-8"))
-
-
-# --------------------------------------------------------------------------
-# reports
-# --------------------------------------------------------------------------
-
-
-def _fmt_ms(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.1f} ms"
-
-
-def summarize(out_uri: str, run_id: str, *, max_errors: int = 5) -> str:
-    """Plain-text summary of one run: counts, per-style table, throughput, latency, first errors."""
-    cols = ["image_id", "style", "quality", "status", "error", "read_ms", "model_ms", "write_ms", "input_bytes", "output_bytes", "finished_at"]
-    table = read_results(out_uri, run_id, columns=cols).sort_by([("finished_at", "ascending")])
-    m = RunMetrics(run_id).add(table)
-    metrics = None
-    if _storage.exists(metrics_uri(out_uri, run_id)):
-        try:
-            metrics = read_metrics(out_uri, run_id)
-        except Exception as exc:
-            log.warning("cannot read metrics for run %s: %s", run_id, exc)
-
-    lines = [f"run {run_id}  ({_storage.redact(out_uri)})"]
-    lines.append(f"rows: {m.total}  " + "  ".join(f"{s}: {m.counts[s]}" for s in STATUSES))
-    if metrics and metrics.get("wall_s"):
-        ips = metrics.get("images_per_s")
-        lines.append(f"wall: {metrics['wall_s']:.1f} s  throughput: " + ("n/a" if ips is None else f"{ips:.2f} images/s"))
-    else:
-        lines.append("wall: n/a  throughput: n/a (no metrics.json)")
-    lat = m.latency_summary()
-    lines.append(f"latency per ok row (read+model+write): p50 {_fmt_ms(lat['p50'])}  p95 {_fmt_ms(lat['p95'])}  max {_fmt_ms(lat['max'])}")
-    lines.append(f"bytes: in {m.bytes_in}  out {m.bytes_out}")
-    lines.append("")
-
-    styles_ = sorted(m.per_style)
-    width = max([len("style")] + [len(s) for s in styles_])
-    header = f"{'style':<{width}}  " + "  ".join(f"{s:>7}" for s in STATUSES) + f"  {'total':>7}"
-    lines += [header, "-" * len(header)]
-    for s in styles_:
-        c = m.per_style[s]
-        lines.append(f"{s:<{width}}  " + "  ".join(f"{c.get(k, 0):>7}" for k in STATUSES) + f"  {sum(c.values()):>7}")
-    if m.counts["error"]:
-        shown = m.errors[:max_errors]
-        lines += ["", f"errors (first {len(shown)} of {m.counts['error']}):"]
-        for e in shown:
-            msg = " ".join(str(e["error"]).split())
-            lines.append(f"  {e['image_id']}: {msg[:200]}")
-    return "\n".join(lines) + "\n"
-
-
-def _as_rgb(img: np.ndarray) -> np.ndarray:
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"contact sheet images must be uint8, got {arr.dtype}")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"contact sheet images must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
-    return np.ascontiguousarray(arr[..., :3])
-
-
-def _fit_label(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
-    text = " ".join(str(text).split())
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def contact_sheet(images: Sequence[tuple[str, np.ndarray]], *, thumb: int = 256, columns: int = 4) -> np.ndarray:
-    """Grid of thumbnails (each fitted into ``thumb``x``thumb``, centred) with
-    a label strip under each. Size: ``cols*thumb + (cols+1)*PAD`` wide and
-    ``rows*(thumb+LABEL_H) + (rows+1)*PAD`` high, cols = min(columns, n)."""
-    if not images:
-        raise ValueError("contact_sheet needs at least one image")
-    if thumb < 8 or columns < 1:
-        raise ValueError("thumb must be >= 8 and columns >= 1")
-    n = len(images)
-    cols = min(columns, n)
-    rows = math.ceil(n / cols)
-    w = cols * thumb + (cols + 1) * CONTACT_PAD
-    h = rows * (thumb + CONTACT_LABEL_H) + (rows + 1) * CONTACT_PAD
-    sheet = Image.new("RGB", (w, h), CONTACT_BG)
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
-    for i, (label, img) in enumerate(images):
-        arr = _as_rgb(img)
-        r, c = divmod(i, cols)
-        x0 = CONTACT_PAD + c * (thumb + CONTACT_PAD)
-        y0 = CONTACT_PAD + r * (thumb + CONTACT_LABEL_H + CONTACT_PAD)
-        ih, iw = arr.shape[:2]
-        scale = thumb / max(ih, iw)
-        tw, th = max(1, round(iw * scale)), max(1, round(ih * scale))
-        tile = Image.fromarray(arr)
-        if (tw, th) != (iw, ih):
-            tile = tile.resize((tw, th), Image.BICUBIC if scale > 1 else Image.LANCZOS)
-        sheet.paste(tile, (x0 + (thumb - tw) // 2, y0 + (thumb - th) // 2))
-        draw.text((x0 + 2, y0 + thumb + 3), _fit_label(draw, label, font, thumb - 4), fill=(235, 235, 235), font=font)
-    return np.asarray(sheet).copy()
-
-
-def report(out_uri: str, run_id: str, *, sample: int = 12, thumb: int = 256, columns: int = 4) -> tuple[str, str | None]:
-    """Summary text plus ``<run_dir>/contact_sheet.jpg`` built from up to
-    ``sample`` ok outputs (evenly spread over the run, by image id). Returns
-    (summary, contact_sheet_uri); the URI is None when no ok output could be read."""
-    summary = summarize(out_uri, run_id)
-    table = read_results(out_uri, run_id, columns=["image_id", "style", "status", "output_uri", "finished_at"])
-    table = table.filter(pc.equal(table.column("status"), "ok")).sort_by([("image_id", "ascending"), ("finished_at", "ascending")])
-    latest: dict[str, tuple[str, str]] = {}
-    for image_id, style, out in zip(table.column("image_id").to_pylist(), table.column("style").to_pylist(), table.column("output_uri").to_pylist()):
-        latest[out] = (image_id, style)  # retried outputs appear once
-    candidates = list(latest.items())
-    if len(candidates) > sample:
-        picks = np.unique(np.linspace(0, len(candidates) - 1, sample).round().astype(int))
-        candidates = [candidates[i] for i in picks]
-    tiles = []
-    for out, (image_id, style) in candidates:
-        try:
-            tiles.append((f"{image_id} | {style}", _images.decode_image(_storage.read_bytes(out, max_bytes=_MAX_OUTPUT_BYTES))))
-        except Exception as exc:  # one vanished output should not sink the report
-            log.warning("contact sheet: skipping %s: %s", _storage.redact(out), exc)
-    if not tiles:
-        return summary, None
-    sheet = contact_sheet(tiles, thumb=thumb, columns=columns)
-    uri = _storage.join(run_dir(out_uri, run_id), "contact_sheet.jpg")
-    _atomic_write(uri, _images.encode_image(sheet, fmt="jpeg", quality=88), "image/jpeg")
-    return summary, uri

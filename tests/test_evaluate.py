@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from jobs import datasets, evaluate
+from stylebatch import report as run_report
 from tests.helpers import photo, write_photo
 
 CONTENTS = datasets.HOLDOUT_PHOTOS[:2]
@@ -60,9 +61,13 @@ def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_
     assert all(row["methods"]["baseline"]["structure"] == pytest.approx(1.0) for row in report["pairs"])
     assert json.loads((out / "evaluate.json").read_text())["summary"] == json.loads(json.dumps(report["summary"]))
     sheet = Image.open(out / "contact_adain.png")
-    assert sheet.size == ((len(STYLES) + 1) * evaluate.SHEET_CELL, (len(CONTENTS) + 1) * evaluate.SHEET_CELL)
-    cell = np.asarray(sheet)[evaluate.SHEET_CELL:2 * evaluate.SHEET_CELL, evaluate.SHEET_CELL:2 * evaluate.SHEET_CELL]
-    assert cell.std() > 10  # an output was pasted there, not the empty background
+    cell, pad, lab = evaluate.SHEET_CELL, run_report.CONTACT_PAD, run_report.CONTACT_LABEL_H
+    # a header row (styles) and a header column (photos) around the outputs
+    assert sheet.size == ((len(STYLES) + 1) * cell + (len(STYLES) + 2) * pad,
+                          (len(CONTENTS) + 1) * (cell + lab) + (len(CONTENTS) + 2) * pad)
+    x0, y0 = 2 * pad + cell, 2 * pad + cell + lab  # first output: row 1, column 1
+    first = np.asarray(sheet)[y0:y0 + cell, x0:x0 + cell]
+    assert first.std() > 10  # an output was pasted there, not the empty background
 
 
 @pytest.mark.heavy
@@ -82,6 +87,19 @@ def test_acceptance_compares_with_gatys_and_caches_it(holdout, shipped_decoder, 
     again = evaluate.main(args + ["--out", str(tmp_path / "eval2")])  # served from the cache: same pixels and timing
     assert again["pairs"][0]["methods"]["gatys100"]["style"] == report["pairs"][0]["methods"]["gatys100"]["style"]
     assert again["pairs"][0]["methods"]["gatys100"]["seconds"] == report["pairs"][0]["methods"]["gatys100"]["seconds"]
+
+
+def test_contact_sheet_puts_styles_across_and_photos_down():
+    contents = {"a.jpg": photo(30, 40, 1), "b.jpg": photo(40, 30, 2)}
+    styles = {"s.jpg": np.full((20, 20, 3), 128, np.uint8)}
+    outputs = {("a.jpg", "s.jpg"): np.full((30, 40, 3), 250, np.uint8)}  # b's output is missing
+    sheet = evaluate.contact_sheet(contents, styles, outputs, "adain", cell=48)
+    pad, lab = run_report.CONTACT_PAD, run_report.CONTACT_LABEL_H
+    assert sheet.shape == (3 * (48 + lab) + 4 * pad, 2 * 48 + 3 * pad, 3)
+    x1, y1, y2 = 2 * pad + 48, 2 * pad + 48 + lab, 3 * pad + 2 * (48 + lab)
+    assert (sheet[pad + 24, x1 + 24] == 128).all()  # the style, in the header row
+    assert (sheet[y1 + 24, x1 + 24] == 250).all()  # a's output
+    assert (sheet[y2:y2 + 48, x1:x1 + 48] == run_report.CONTACT_BG).all()  # b's: empty
 
 
 def test_structure_score_tells_the_photo_from_an_unrelated_one():

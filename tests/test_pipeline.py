@@ -171,6 +171,8 @@ def test_cli_dry_run_and_exit_codes(tmp_path):
     assert rep.returncode == 0 and "error" in rep.stdout
     run_id = results.list_runs(str(out))[-1]
     assert (out / "_runs" / run_id / "contact_sheet.jpg").exists()
+    assert f"html report: {out / '_runs' / run_id / 'report.html'}" in rep.stdout
+    assert 'class="pair"' in (out / "_runs" / run_id / "report.html").read_text()
 
 
 def test_800_rows_leave_a_few_results_files(ray_local, tmp_path):

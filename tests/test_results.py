@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from stylebatch import report as REP
 from stylebatch import results as R
 from stylebatch.results import (
     RESULT_SCHEMA,
@@ -18,19 +19,17 @@ from stylebatch.results import (
     RunMetrics,
     coerce_results,
     completed_index,
-    contact_sheet,
     list_runs,
     make_run_id,
     read_metrics,
     read_results,
     refresh_index_snapshot,
-    report,
     run_dir,
-    summarize,
     write_index_snapshot,
     write_metrics,
     write_results_part,
 )
+from stylebatch.report import contact_sheet, report, summarize
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 21, 22, 0, 0, tzinfo=UTC)
@@ -337,7 +336,7 @@ def test_contact_sheet_layout_and_pixels():
     grey = np.full((10, 10), 90, np.uint8)  # greyscale accepted, upscaled to 32x32
     imgs = [("red", red), ("", wide), ("grey", grey), ("r2", red), ("r3", red)]
     sheet = contact_sheet(imgs, thumb=32, columns=3)
-    pad, lab = R.CONTACT_PAD, R.CONTACT_LABEL_H
+    pad, lab = REP.CONTACT_PAD, REP.CONTACT_LABEL_H
     assert sheet.shape == (2 * (32 + lab) + 3 * pad, 3 * 32 + 4 * pad, 3) and sheet.dtype == np.uint8
 
     def tile(i):
@@ -350,14 +349,14 @@ def test_contact_sheet_layout_and_pixels():
     assert label0.max() > 150  # text was drawn
     img1, label1 = tile(1)
     assert (img1[16, :] == 200).all()  # the wide image's middle row
-    assert (img1[:10] == R.CONTACT_BG).all() and (img1[-10:] == R.CONTACT_BG).all()
-    assert (label1 == R.CONTACT_BG).all()  # empty label draws nothing
+    assert (img1[:10] == REP.CONTACT_BG).all() and (img1[-10:] == REP.CONTACT_BG).all()
+    assert (label1 == REP.CONTACT_BG).all()  # empty label draws nothing
     img2, _ = tile(2)
     assert (img2 == 90).all()
     # the sixth cell of the 3x2 grid is empty background
     r, c = divmod(5, 3)
     x0, y0 = pad + c * (32 + pad), pad + r * (32 + lab + pad)
-    assert (sheet[y0 : y0 + 32 + lab, x0 : x0 + 32] == R.CONTACT_BG).all()
+    assert (sheet[y0 : y0 + 32 + lab, x0 : x0 + 32] == REP.CONTACT_BG).all()
     with pytest.raises(ValueError):
         contact_sheet([])
     with pytest.raises(ValueError, match="uint8"):
@@ -377,11 +376,11 @@ def test_report_writes_contact_sheet(tmp_path):
     rows.append(row(8, out=str(tmp_path / "out" / "vanished.jpg")))  # unreadable: skipped
     rows.append(row(9, "error"))
     write_results_part(out, rid, rows)
-    text, uri = report(out, rid, sample=12, thumb=64, columns=2)
+    text, uri, _ = report(out, rid, sample=12, thumb=64, columns=2)
     assert "ok: 4" in text and "error: 1" in text
     assert uri == f"{run_dir(out, rid)}/contact_sheet.jpg"
     sheet = np.asarray(Image.open(uri).convert("RGB")).astype(int)
-    pad, lab = R.CONTACT_PAD, R.CONTACT_LABEL_H
+    pad, lab = REP.CONTACT_PAD, REP.CONTACT_LABEL_H
     assert sheet.shape == (2 * (64 + lab) + 3 * pad, 2 * 64 + 3 * pad, 3)
     # Tiles are in image-id order: red, green, blue; centre pixels survive JPEG.
     centres = [(pad + 32, pad + 32), (pad + 32, 2 * pad + 64 + 32), (2 * pad + 64 + lab + 32, pad + 32)]
@@ -390,5 +389,5 @@ def test_report_writes_contact_sheet(tmp_path):
 
     empty_rid = "20261121T230000Z-bbbb"
     write_results_part(out, empty_rid, [row(1, "error")])
-    text, uri = report(out, empty_rid)
+    text, uri, _ = report(out, empty_rid)
     assert uri is None and "error: 1" in text
