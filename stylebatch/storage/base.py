@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 from ..redact import redact
 
 # ``scheme:`` at the start of a URI (what parse_uri looks up in the backend registry).
-SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+SCHEME_PATTERN = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
+SCHEME_RE = re.compile(SCHEME_PATTERN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,8 +162,9 @@ class Backend(abc.ABC):
     retries does so inside these methods.
     """
 
-    #: How the scheme's URIs look, for messages ("s3://"); bare local paths have no scheme.
-    display = ""
+    #: Optional: an RE2 regular expression (pyarrow.compute) that only URIs ``parse`` accepts match,
+    #: so that ``storage.uri_errors`` can pass a million of them without parsing each.
+    plain_form: str | None = None
 
     @classmethod
     @abc.abstractmethod

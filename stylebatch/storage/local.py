@@ -154,7 +154,7 @@ def _current_sha256(path: str) -> str | None:
 
 
 class LocalBackend(Backend):
-    display = "file://"
+    plain_form = r"^file:(///|//localhost/|/[^/])"
 
     @classmethod
     def parse(cls, uri: str, scheme: str, rest: str) -> ParsedURI:

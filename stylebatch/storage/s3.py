@@ -305,7 +305,7 @@ def _folder_prefix(loc: ParsedURI) -> str:
 
 
 class S3Backend(Backend):
-    display = "s3://"
+    plain_form = r"^s3://[^/@]+(/|$)"
 
     @classmethod
     def parse(cls, uri: str, scheme: str, rest: str) -> ParsedURI:
