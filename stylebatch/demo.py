@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import images, manifest
+from . import images, manifest, storage
 
 # Public-domain / CC0 photos that scikit-image ships (see skimage.data's docstrings).
 DEMO_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -15,15 +15,14 @@ def prepare_demo(root: Path) -> Path:
         import skimage.data as data
     except ImportError as exc:
         raise SystemExit("the demo needs scikit-image's bundled photos: pip install 'stylebatch[demo]'") from exc
-    photos = root / "photos"
-    photos.mkdir(parents=True, exist_ok=True)
+    photos = storage.join(str(root), "photos")
     for name in DEMO_PHOTOS:
-        target = photos / f"{name}.jpg"
-        if not target.exists():
+        target = storage.join(photos, f"{name}.jpg")
+        if not storage.exists(target):
             img = getattr(data, name)()
             if img.ndim == 2:
                 img = img[..., None].repeat(3, axis=2)
-            target.write_bytes(images.encode_image(img[..., :3].astype("uint8"), fmt="jpeg", quality=95))
+            storage.write_bytes(target, images.encode_image(img[..., :3].astype("uint8"), fmt="jpeg", quality=95))
     out = root / "manifest.parquet"
-    manifest.build_manifest(str(photos), str(out))
+    manifest.build_manifest(photos, str(out))
     return out

@@ -14,7 +14,6 @@ failed on an earlier night have no ``ok`` row either, so they are retried automa
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -61,20 +60,6 @@ def read_last_success(output: str) -> Optional[dict]:
         return None
 
 
-def _location(uri: str) -> tuple[str, Optional[str], str]:
-    p = storage.parse_uri(uri)
-    path = os.path.abspath(p.key_or_path) if p.scheme == "file" else p.key_or_path
-    return p.scheme, p.bucket, path.rstrip("/")
-
-
-def _is_within(child: str, parent: str) -> bool:
-    c_scheme, c_bucket, c_path = _location(child)
-    p_scheme, p_bucket, p_path = _location(parent)
-    if (c_scheme, c_bucket) != (p_scheme, p_bucket):
-        return False
-    return p_path == "" or c_path == p_path or c_path.startswith(p_path + "/")
-
-
 def run_nightly(*, output: str, source: Optional[str] = None, manifest: Optional[str] = None,
                 progress: Optional[ProgressFn] = None, **options: Any) -> NightlyResult:
     """Build tonight's manifest from ``source`` (or use ``manifest``), restyle it into ``output``
@@ -90,7 +75,7 @@ def run_nightly(*, output: str, source: Optional[str] = None, manifest: Optional
     cfg = JobConfig(manifest=manifest or built_uri, output=output, run_id=run_id, **options)
     cfg.validate()  # cheap checks before listing a whole catalog
     if source is not None:
-        if _is_within(output, source):
+        if storage.is_within(output, source):
             # Tonight's outputs would be listed as tomorrow's new images.
             raise ValueError(f"--output {storage.redact(output)} is inside --source {storage.redact(source)}; "
                              "the job would restyle its own outputs: choose an output outside the source")

@@ -95,18 +95,20 @@ def style_key(images: Iterable[np.ndarray], weights: Iterable[float]) -> str:
     return h.hexdigest()[:20]
 
 
-def _uri_scheme(ref: str) -> str:
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", ref)
-    return m.group(1).lower() if m else ""
-
-
 def _check_image_uri(ref: str, where: str) -> None:
-    scheme = _uri_scheme(ref)
-    if scheme not in ("", "file", "s3"):
-        raise StyleError(
-            f"{where}: unsupported URI scheme {scheme!r} in {_storage.redact(ref)!r}; "
-            "style images must be local paths, file:// or s3:// URIs (download the image and reference the copy)"
-        )
+    try:
+        _storage.parse_uri(ref)
+    except _storage.UnsupportedSchemeError as exc:
+        raise StyleError(f"{where}: {exc} (download the image and reference the copy)") from None
+    except _storage.StorageError:
+        pass  # a malformed URI is reported when it is read
+
+
+def _is_file(ref: str) -> bool:
+    try:
+        return _storage.exists(ref)
+    except _storage.StorageError:
+        return False
 
 
 def _looks_like_uri(ref: str) -> bool:
@@ -116,7 +118,7 @@ def _looks_like_uri(ref: str) -> bool:
         or "\\" in ref
         or ref.startswith(("~", "."))
         or ref.lower().endswith(_IMAGE_SUFFIXES)
-        or os.path.exists(ref)
+        or _is_file(ref)
     )
 
 
@@ -199,7 +201,7 @@ def read_network(ref: str) -> bytes:
 def shipped_preset_networks() -> frozenset:
     """The presets the shipped network file was trained for (empty when it is absent)."""
     path = shipped_networks_path()
-    if not os.path.exists(path):
+    if not _storage.exists(path):
         return frozenset()
     from .models.network import load_network_styles
 
@@ -247,7 +249,7 @@ def _is_number(v: Any) -> bool:
 def _resolve_relative(ref: str, base_dir: str | None) -> str:
     # Relative image paths in a catalog are relative to the catalog file, so a
     # catalog directory can be moved (or synced to S3) as a unit.
-    if presets.is_preset(ref) or base_dir is None or _uri_scheme(ref) or os.path.isabs(ref) or ref.startswith("~"):
+    if presets.is_preset(ref) or base_dir is None or not _storage.is_relative(ref) or ref.startswith("~"):
         return ref
     return _storage.join(base_dir, ref)
 

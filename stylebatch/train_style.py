@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Optional
@@ -19,7 +18,7 @@ import torch
 
 from . import images, storage
 from .images import IMAGE_EXTENSIONS
-from .models.checkpoints import WeightsError, load_weights_bytes, load_weights_record
+from .models.checkpoints import WeightsError, load_weights_record
 from .models.network_training import NetworkTrainer, TrainConfig
 
 # scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user
@@ -65,9 +64,11 @@ def load_content(source: Optional[str], *, limit: int = 2000) -> list[np.ndarray
     ``../shared/data/photos`` when present. Unreadable images are skipped with a warning."""
     if source is None:
         photos = skimage_photos()
-        if SHARED_PHOTOS.is_dir():
-            photos += [images.decode_image(storage.read_bytes(str(p))) for p in sorted(SHARED_PHOTOS.iterdir())
-                       if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS]
+        try:
+            shared = list(storage.list_objects(str(SHARED_PHOTOS), suffixes=[f".{e}" for e in IMAGE_EXTENSIONS]))
+        except storage.NotFoundError:
+            shared = []
+        photos += [images.decode_image(storage.read_bytes(info.uri)) for info in shared]
         return photos
     out = []
     for uri in content_uris(source)[:limit]:
@@ -95,10 +96,7 @@ def _save(obj, uri: str) -> None:
 
 def _load(uri: str):
     """Weights-only load of a file that may live on S3 (its bytes are unpickled in memory)."""
-    parsed = storage.parse_uri(uri)
-    if parsed.scheme == "s3":
-        return load_weights_bytes(storage.read_bytes(uri), uri)
-    return load_weights_record(parsed.key_or_path)
+    return load_weights_record(uri)
 
 
 def checkpoint_uri(out: str) -> str:
@@ -160,7 +158,7 @@ def train_house_style(style_image: str, out: str, *, steps: int, device: str = "
     default content. Resumes from ``<out>.ckpt`` if an earlier attempt was killed."""
     from .styles import shipped_networks_path
 
-    init = shipped_networks_path() if os.path.exists(shipped_networks_path()) else None
+    init = shipped_networks_path() if storage.exists(shipped_networks_path()) else None
     return train_style_network({HOUSE_STYLE_NAME: style_image}, out, config=TrainConfig(steps=steps),
                                resume=True, init_from=init, device=device, precision=precision)
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from jobs import nightly as nightly_job
-from stylebatch import nightly, results
+from stylebatch import nightly, results, storage
 
 OPTIONS = dict(style="cyberpunk", max_size=64, batch_size=4, device="cpu")
 
@@ -120,9 +120,9 @@ def test_output_inside_source_is_refused_before_any_work(tmp_path, capsys):
     assert "inside --source" in capsys.readouterr().err
     assert not (catalog / "styled").exists()
     # Prefix siblings are not "inside": /x/catalog2 is not under /x/catalog.
-    assert not nightly._is_within(str(tmp_path / "catalog2"), str(catalog))
-    assert nightly._is_within("s3://b/catalog/styled", "s3://b/catalog/")
-    assert not nightly._is_within("s3://other/catalog/styled", "s3://b/catalog")
+    assert not storage.is_within(str(tmp_path / "catalog2"), str(catalog))
+    assert storage.is_within("s3://b/catalog/styled", "s3://b/catalog/")
+    assert not storage.is_within("s3://other/catalog/styled", "s3://b/catalog")
 
 
 def test_bad_options_exit_2_without_scanning(tmp_path, capsys):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import zipfile
 from typing import Any
@@ -17,11 +16,19 @@ class WeightsError(ValueError):
 def load_weights_record(path: str) -> Any:
     """Unpickle a torch.save file without running pickled code: ``weights_only=True`` makes torch's
     unpickler refuse any global it does not know (a pickle carrying ``os.system`` and friends fails
-    here, before anything executes). The result holds only tensors and plain data."""
-    if not os.path.exists(path):
-        raise WeightsError(f"weights file not found: {path}")
-    with open(path, "rb") as f:
-        return load_weights_bytes(f.read(), path)
+    here, before anything executes). The result holds only tensors and plain data. ``path`` may be
+    any storage URI (local, s3://)."""
+    return load_weights_bytes(read_weights_file(path), path)
+
+
+def read_weights_file(path: str, what: str = "weights file") -> bytes:
+    """The bytes of a weights file through storage; a missing one is a WeightsError."""
+    from .. import storage
+
+    try:
+        return storage.read_bytes(path)
+    except storage.NotFoundError:
+        raise WeightsError(f"{what} not found: {storage.redact(path)}") from None
 
 
 def load_weights_bytes(data: bytes, path: str) -> Any:

@@ -17,7 +17,7 @@ plain strings, numbers and tensors, so loading it never runs pickled code.
 from __future__ import annotations
 
 import collections
-import os
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import runtime
-from .checkpoints import WeightsError, load_weights_bytes, load_weights_record
+from .checkpoints import WeightsError, load_weights_bytes, load_weights_record, read_weights_file
 
 FORMAT = "stylebatch-style-network/1"
 
@@ -137,9 +137,11 @@ def network_record(net: StyleNetwork, styles: Sequence[str], *, half: bool = Tru
 
 
 def save_network(net: StyleNetwork, styles: Sequence[str], path: str) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(network_record(net, styles), tmp)
-    os.replace(tmp, path)
+    from .. import storage
+
+    buf = io.BytesIO()
+    torch.save(network_record(net, styles), buf)
+    storage.write_bytes(path, buf.getvalue())  # atomic
 
 
 def network_from_record(record: dict, source: str) -> tuple[StyleNetwork, list[str]]:
@@ -192,7 +194,7 @@ class NetworkStylizer:
                  read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 8, max_batch: int = 8):
         self.device = runtime.pick_device(device)
         self.precision = runtime.pick_precision(precision, self.device)
-        self.read_bytes = read_bytes or _read_local
+        self.read_bytes = read_bytes or _read_network_file
         self.cache_size = cache_size
         self.max_batch = max_batch
         self._loaded: "collections.OrderedDict[str, tuple[StyleNetwork, list[str]]]" = collections.OrderedDict()
@@ -241,8 +243,5 @@ class NetworkStylizer:
         return runtime.map_in_batches(images, self.device, self.max_batch, run)
 
 
-def _read_local(path: str) -> bytes:
-    if not os.path.isfile(path):
-        raise WeightsError(f"network file not found: {path}")
-    with open(path, "rb") as f:
-        return f.read()
+def _read_network_file(path: str) -> bytes:
+    return read_weights_file(path, "network file")
