@@ -29,8 +29,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import storage as _storage
@@ -125,11 +123,6 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
-
-
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    fs, path = _storage.pyarrow_filesystem(uri)
-    return fs, path.rstrip("/")
 
 
 # --------------------------------------------------------------------------
@@ -269,20 +262,18 @@ def write_results_part(out_uri: str, run_id: str, rows: Sequence[Mapping[str, An
     return uri
 
 
-def _part_paths(fs: pafs.FileSystem, results_path: str) -> list[str]:
+def _part_paths(results_uri: str) -> list[str]:
     """The files holding a run's rows, each row once: its compacted files, plus the per-batch parts
     that no compacted file has folded in yet (a run killed before or during its compaction)."""
-    infos = fs.get_file_info(pafs.FileSelector(results_path, allow_not_found=True, recursive=False))
-    files = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
-    compacted = sorted(i.path for i in files if i.base_name.startswith(COMPACTED_PREFIX))
-    folded = {name for path in compacted for name in _folded_parts(fs, path)}
-    parts = sorted(i.path for i in files if i.base_name.startswith("part-") and i.base_name not in folded)
-    return compacted + parts
+    files, _ = _storage.list_dir(results_uri)
+    compacted = [n for n in files if n.startswith(COMPACTED_PREFIX) and n.endswith(".parquet")]
+    folded = {name for n in compacted for name in _folded_parts(_storage.join(results_uri, n))}
+    parts = [n for n in files if n.startswith("part-") and n.endswith(".parquet") and n not in folded]
+    return [_storage.join(results_uri, n) for n in compacted + parts]
 
 
-def _folded_parts(fs: pafs.FileSystem, path: str) -> list[str]:
-    with fs.open_input_file(path) as fh:
-        meta = pq.read_metadata(fh).metadata or {}
+def _folded_parts(uri: str) -> list[str]:
+    meta = _storage.read_parquet_metadata(uri).metadata or {}
     return json.loads(meta.get(_FOLDED_META, b"[]").decode())
 
 
@@ -292,12 +283,11 @@ def compact_run(out_uri: str, run_id: str, *, rows_per_file: int = 1_000_000) ->
     each compacted file names the parts it holds, readers skip those parts, and the parts are
     deleted only after every compacted file is written; a later call finishes the job.
     Returns the compacted files' URIs (empty when there was nothing to fold)."""
-    fs, path = _fs(results_dir(out_uri, run_id))
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
-    names = {i.base_name for i in infos if i.type == pafs.FileType.File}
-    compacted = sorted(n for n in names if n.startswith(COMPACTED_PREFIX) and n.endswith(".parquet"))
-    folded = {p for n in compacted for p in _folded_parts(fs, f"{path}/{n}")}
-    parts = sorted(n for n in names if n.startswith("part-") and n.endswith(".parquet"))
+    results_uri = results_dir(out_uri, run_id)
+    names, _ = _storage.list_dir(results_uri)
+    compacted = [n for n in names if n.startswith(COMPACTED_PREFIX) and n.endswith(".parquet")]
+    folded = {p for n in compacted for p in _folded_parts(_storage.join(results_uri, n))}
+    parts = [n for n in names if n.startswith("part-") and n.endswith(".parquet")]
     stale = [p for p in parts if p in folded]        # folded by a compaction that was cut short
     loose = [p for p in parts if p not in folded]
     written: list[str] = []
@@ -312,56 +302,46 @@ def compact_run(out_uri: str, run_id: str, *, rows_per_file: int = 1_000_000) ->
         table = pa.Table.from_batches(batches, schema=RESULT_SCHEMA).replace_schema_metadata(
             {_FOLDED_META: json.dumps(claimed).encode()})
         name = f"{COMPACTED_PREFIX}{len(compacted) + len(written):05d}-{uuid.uuid4().hex[:8]}.parquet"
-        uri = _storage.join(results_dir(out_uri, run_id), name)
+        uri = _storage.join(results_uri, name)
         _atomic_write(uri, _parquet_bytes(table), "application/vnd.apache.parquet")
         written.append(uri)
         batches, claimed, rows = [], [], 0
 
     if loose:
-        dataset = pads.dataset([f"{path}/{p}" for p in loose], schema=RESULT_SCHEMA, format="parquet", filesystem=fs)
-        current = None
-        for tagged in dataset.scanner().scan_batches():  # parallel reads, each batch tagged with its file
-            name = tagged.fragment.path.rsplit("/", 1)[-1]
-            if name != current:
-                if rows >= rows_per_file:
-                    flush()
-                claimed.append(name)
-                current = name
-            batches.append(tagged.record_batch)
-            rows += tagged.record_batch.num_rows
+        # Parallel reads through storage (its retries), in order, a bounded number ahead.
+        tables = _storage.iter_parquet_tables([_storage.join(results_uri, p) for p in loose], schema=RESULT_SCHEMA)
+        for name, table in zip(loose, tables):
+            if rows >= rows_per_file:
+                flush()
+            claimed.append(name)
+            batches.extend(table.to_batches())
+            rows += table.num_rows
         if claimed:
             flush()
     for p in stale + loose:
-        _storage.delete(_storage.join(results_dir(out_uri, run_id), p))
+        _storage.delete(_storage.join(results_uri, p))
     return written
 
 
-def _read_paths(fs: pafs.FileSystem, paths: list[str], columns: Sequence[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
+def _read_paths(uris: list[str], columns: Sequence[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
     schema = RESULT_SCHEMA if columns is None else pa.schema([RESULT_SCHEMA.field(c) for c in columns])
-    if not paths:
+    if not uris:
         return schema.empty_table()
     # An explicit schema makes older/narrower parts conform (missing columns
-    # read as null) and lets the reader fetch only the requested columns.
-    dataset = pads.dataset(paths, schema=RESULT_SCHEMA, format="parquet", filesystem=fs)
-    table = dataset.to_table(columns=list(columns) if columns is not None else None, filter=filter)
-    return table.cast(schema)
+    # read as null); only the requested columns are decoded.
+    tables = _storage.iter_parquet_tables(uris, schema=RESULT_SCHEMA, columns=columns, filter=filter)
+    return pa.concat_tables(list(tables)).cast(schema)
 
 
 def read_results(out_uri: str, run_id: str, *, columns: Sequence[str] | None = None) -> pa.Table:
     """All result rows of one run (empty table with the schema if none)."""
-    fs, path = _fs(results_dir(out_uri, run_id))
-    return _read_paths(fs, _part_paths(fs, path), columns)
+    return _read_paths(_part_paths(results_dir(out_uri, run_id)), columns)
 
 
 def list_runs(out_uri: str) -> list[str]:
     """Run ids that have a directory under ``<out>/_runs``, sorted (= chronological for generated ids)."""
-    fs, path = _fs(_storage.join(out_uri, RUNS_DIR))
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
-    return sorted(
-        i.base_name
-        for i in infos
-        if i.type == pafs.FileType.Directory and not i.base_name.startswith(("_", ".")) and _RUN_ID_RE.match(i.base_name)
-    )
+    _, folders = _storage.list_dir(_storage.join(out_uri, RUNS_DIR))
+    return sorted(name for name in folders if not name.startswith(("_", ".")) and _RUN_ID_RE.match(name))
 
 
 # --------------------------------------------------------------------------
@@ -410,22 +390,21 @@ def _latest_per_output(tables: Sequence[pa.Table]) -> pa.Table:
 
 def _scan_ok(out_uri: str, runs: Iterable[str]) -> pa.Table:
     """The ``ok`` rows of ``runs``, oldest first: later run, then later finish, then higher attempt."""
-    fs, root = _fs(_storage.join(out_uri, RUNS_DIR))
-    paths = [p for r in runs for p in _part_paths(fs, f"{root}/{_check_run_id(r)}/results")]
+    uris = [u for r in runs for u in _part_paths(results_dir(out_uri, r))]
     cols = ["output_uri", "source_fingerprint", "params_key", "run_id", "finished_at", "attempt"]
-    table = _read_paths(fs, paths, cols, filter=pc.field("status") == "ok")
+    table = _read_paths(uris, cols, filter=pc.field("status") == "ok")
     return table.sort_by([("run_id", "ascending"), ("finished_at", "ascending"), ("attempt", "ascending")])
 
 
 def read_index_snapshot(out_uri: str) -> tuple[CompletedIndex, list[str]] | None:
     """(index, runs_included) from ``<out>/_runs/_index.parquet``, or None if absent/unreadable."""
     uri = index_uri(out_uri)
-    fs, path = _fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
+    try:
+        data = _storage.read_bytes(uri)
+    except (_storage.NotFoundError, _storage.IsAFolderError):
         return None
     try:
-        with fs.open_input_file(path) as fh:
-            table = pq.read_table(fh)
+        table = pq.read_table(pa.BufferReader(data))
         meta = table.schema.metadata or {}
         runs = json.loads(meta[_INDEX_META_RUNS].decode())
         index = CompletedIndex(table)

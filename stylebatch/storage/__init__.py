@@ -470,36 +470,60 @@ def read_parquet_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
-_PARQUET_READERS = 16
+_PARQUET_READERS = 16   # threads fetching bytes
+_PARQUET_CHUNK = 512    # files decoded together (and fetched ahead of decoding)
 _FOOTER_GUESS = 64 * 1024
 
 
 def iter_parquet_tables(uris: Iterable[str], *, schema: pa.Schema | None = None,
                         columns: Sequence[str] | None = None, filter: Any = None) -> Iterator[pa.Table]:
-    """Each Parquet file of ``uris`` as a table, in order. Files are fetched with read_bytes (so
-    with its retries) by a few threads working ahead of the consumer, never more than a bounded
-    number at a time. With ``schema``, a file lacking some of its columns reads them as nulls;
-    ``columns`` and ``filter`` (a pyarrow.compute expression) are applied to each file."""
+    """Each Parquet file of ``uris`` as a table, in order, for many small files.
+
+    Bytes are fetched with read_bytes (so with its retries) by a pool of threads, one chunk of
+    files ahead of decoding; memory holds two chunks' bytes at most. With ``schema`` (the files'
+    common schema) a chunk is decoded as one pyarrow dataset over the in-memory files (Arrow's
+    threads, as fast as a dataset on a filesystem), a file lacking some of the schema's columns
+    reads them as nulls, and ``columns`` / ``filter`` (a pyarrow.compute expression) apply to
+    every file; without it each file is read with its own schema."""
     uris = list(uris)
-
-    def load(uri: str) -> pa.Table:
-        return _table_from_bytes(uri, read_bytes(uri), columns, schema=schema, filter=filter)
-
-    if len(uris) <= 1:
-        yield from map(load, uris)
+    if not uris:
         return
+    chunks = [uris[i:i + _PARQUET_CHUNK] for i in range(0, len(uris), _PARQUET_CHUNK)]
     pool = ThreadPoolExecutor(max_workers=min(_PARQUET_READERS, len(uris)), thread_name_prefix="storage-parquet")
     try:
-        todo = iter(uris)
-        pending = collections.deque(pool.submit(load, u) for u in itertools.islice(todo, 2 * _PARQUET_READERS))
-        while pending:
-            table = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            yield table
+        fetching = [pool.submit(read_bytes, u) for u in chunks[0]]
+        for i, chunk in enumerate(chunks):
+            datas = [f.result() for f in fetching]
+            fetching = [pool.submit(read_bytes, u) for u in chunks[i + 1]] if i + 1 < len(chunks) else []
+            yield from _decode_parquet(chunk, datas, schema, columns, filter)
+            del datas
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _decode_parquet(uris: list[str], datas: list[bytes], schema: pa.Schema | None,
+                    columns: Sequence[str] | None, filter: Any) -> Iterator[pa.Table]:
+    if schema is None or len(uris) == 1:
+        for uri, data in zip(uris, datas):
+            yield _table_from_bytes(uri, data, columns, schema=schema, filter=filter)
+        return
+    import pyarrow.dataset as pads
+
+    fmt = pads.ParquetFileFormat()
+    buffers = [pa.py_buffer(d) for d in datas]
+    position = {b.address: i for i, b in enumerate(buffers)}
+    batches: list[list[pa.RecordBatch]] = [[] for _ in buffers]
+    try:
+        dataset = pads.FileSystemDataset([fmt.make_fragment(b) for b in buffers], schema=schema, format=fmt)
+        scanner = dataset.scanner(columns=list(columns) if columns is not None else None, filter=filter)
+        for tagged in scanner.scan_batches():  # each batch tagged with the file (buffer) it came from
+            batches[position[tagged.fragment.buffer.address]].append(tagged.record_batch)
+    except (pa.ArrowException, OSError) as exc:
+        for uri, data in zip(uris, datas):  # name the file that cannot be read
+            _table_from_bytes(uri, data, columns, schema=schema, filter=filter)
+        raise _parquet_error(uris[0] if len(uris) == 1 else f"{uris[0]} .. {uris[-1]}", exc) from None
+    for per_file in batches:
+        yield pa.Table.from_batches(per_file, schema=scanner.projected_schema)
 
 
 def read_parquet_metadata(uri: str) -> pq.FileMetaData:
