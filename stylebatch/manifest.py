@@ -191,7 +191,6 @@ class ManifestCheck:
 
 
 _DUPLICATE = "duplicate image_id"
-_UNSUPPORTED_URI = f"unsupported uri (supported: {storage.supported_locations()})"
 
 
 def check_manifest(table: pa.Table, *, known_styles: Collection[str] | None = None) -> ManifestCheck:
@@ -252,6 +251,8 @@ def check_manifest(table: pa.Table, *, known_styles: Collection[str] | None = No
     uris = columns.get("uri")
     if uris is not None:
         bad = storage.uri_errors(uris)  # one vectorised pass for the plainly valid forms
+        supported = storage.supported_locations()
+        unsupported = f"unsupported uri (supported: {supported})"
         for i, v in enumerate(uris):
             if v is None or v.strip() == "":
                 check.add(i, "missing or empty uri", _row_label(i, ids), "missing or empty uri")
@@ -259,11 +260,10 @@ def check_manifest(table: pa.Table, *, known_styles: Collection[str] | None = No
             exc = bad.get(i)
             if isinstance(exc, storage.UnsupportedSchemeError):
                 scheme = v.split(":", 1)[0].lower()
-                check.add(i, _UNSUPPORTED_URI, _row_label(i, ids, f"uri {_fmt_value(v)}, scheme {scheme!r}"),
-                          f"unsupported uri scheme {scheme!r} in {_fmt_value(v)} "
-                          f"(supported: {storage.supported_locations()})")
+                check.add(i, unsupported, _row_label(i, ids, f"uri {_fmt_value(v)}, scheme {scheme!r}"),
+                          f"unsupported uri scheme {scheme!r} in {_fmt_value(v)} (supported: {supported})")
             elif exc is not None:
-                check.add(i, _UNSUPPORTED_URI, _row_label(i, ids, f"uri {_fmt_value(v)}: {exc}"),
+                check.add(i, unsupported, _row_label(i, ids, f"uri {_fmt_value(v)}: {exc}"),
                           f"bad uri {_fmt_value(v)}: {exc}")
 
     styles = columns.get("style")
