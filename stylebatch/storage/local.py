@@ -22,20 +22,8 @@ from typing import Callable, Iterator
 import pyarrow.fs as pafs
 
 from ..redact import redact
-from .base import (
-    SCHEME_RE,
-    AccessDeniedError,
-    AlreadyExistsError,
-    Backend,
-    IsAFolderError,
-    NotFoundError,
-    ObjectInfo,
-    ParsedURI,
-    PreconditionFailedError,
-    StorageError,
-    sort_key,
-    too_large,
-)
+from .base import (SCHEME_RE, AccessDeniedError, AlreadyExistsError, Backend, IsAFolderError, NotFoundError, ObjectInfo,
+                   ParsedURI, PreconditionFailedError, StorageError, sort_key, too_large)
 
 log = logging.getLogger("stylebatch.storage")
 

@@ -31,19 +31,8 @@ from typing import Any, Callable, Iterator, TypeVar
 import pyarrow.fs as pafs
 
 from ..redact import redact
-from .base import (
-    AccessDeniedError,
-    AlreadyExistsError,
-    Backend,
-    NotFoundError,
-    ObjectInfo,
-    ParsedURI,
-    PreconditionFailedError,
-    StorageError,
-    content_type_for,
-    sort_key,
-    too_large,
-)
+from .base import (AccessDeniedError, AlreadyExistsError, Backend, NotFoundError, ObjectInfo, ParsedURI,
+                   PreconditionFailedError, StorageError, content_type_for, sort_key, too_large)
 
 log = logging.getLogger("stylebatch.storage")
 
@@ -432,48 +421,41 @@ class S3Backend(Backend):
         except NotFoundError:
             return
 
-    def create_exclusive(self, uri: str, loc: ParsedURI, data: bytes, content_type: str | None) -> str:
-        key = _object_key(uri, loc, "create")
-        ctype = content_type_for(key, content_type)
-
-        def _put(client):
-            try:
-                resp = client.put_object(Bucket=loc.bucket, Key=key, Body=data, ContentType=ctype, IfNoneMatch="*")
-            except Exception as exc:  # noqa: BLE001 - conditional answers mapped, the rest to _s3_call
-                kind = _condition_kind(exc)
-                if kind in ("failed", "conflict"):
-                    raise AlreadyExistsError(f"create {uri}: already exists ({_describe(exc)})", uri=uri) from None
-                if kind == "unsupported":
-                    raise StorageError(f"create {uri}: the S3 server does not support conditional writes "
-                                       f"(If-None-Match) ({_describe(exc)})", uri=uri) from None
-                raise
-            return _etag(resp)
-
-        return _s3_call(uri, "create", _put) or self.stat(uri, loc).fingerprint
-
-    def replace_if_match(self, uri: str, loc: ParsedURI, data: bytes, fingerprint: str,
-                         content_type: str | None) -> str:
-        key = _object_key(uri, loc, "replace")
+    def _put_if(self, uri: str, loc: ParsedURI, data: bytes, content_type: str | None, action: str,
+                condition: tuple[str, str], refused: Callable[[str], PreconditionFailedError]) -> str:
+        """PutObject with one conditional header (name, value); a 412/409 answer raises
+        ``refused(detail)``."""
+        header, value = condition
+        key = _object_key(uri, loc, action)
         ctype = content_type_for(key, content_type)
 
         def _put(client):
             try:
                 resp = client.put_object(Bucket=loc.bucket, Key=key, Body=data, ContentType=ctype,
-                                         IfMatch=f'"{fingerprint}"')
-            except Exception as exc:  # noqa: BLE001
+                                         **{header.replace("-", ""): value})  # If-Match -> IfMatch
+            except Exception as exc:  # noqa: BLE001 - conditional answers mapped, the rest to _s3_call
                 kind = _condition_kind(exc)
                 if kind in ("failed", "conflict"):
-                    raise PreconditionFailedError(f"replace {uri}: changed since it was read ({_describe(exc)})",
-                                                  uri=uri) from None
+                    raise refused(_describe(exc)) from None
                 if kind == "absent":
-                    raise PreconditionFailedError(f"replace {uri}: no longer exists", uri=uri) from None
+                    raise PreconditionFailedError(f"{action} {uri}: no longer exists", uri=uri) from None
                 if kind == "unsupported":
-                    raise StorageError(f"replace {uri}: the S3 server does not support conditional writes "
-                                       f"(If-Match) ({_describe(exc)})", uri=uri) from None
+                    raise StorageError(f"{action} {uri}: the S3 server does not support conditional writes "
+                                       f"({header}) ({_describe(exc)})", uri=uri) from None
                 raise
             return _etag(resp)
 
-        return _s3_call(uri, "replace", _put) or self.stat(uri, loc).fingerprint
+        return _s3_call(uri, action, _put) or self.stat(uri, loc).fingerprint
+
+    def create_exclusive(self, uri: str, loc: ParsedURI, data: bytes, content_type: str | None) -> str:
+        return self._put_if(uri, loc, data, content_type, "create", ("If-None-Match", "*"),
+                            lambda why: AlreadyExistsError(f"create {uri}: already exists ({why})", uri=uri))
+
+    def replace_if_match(self, uri: str, loc: ParsedURI, data: bytes, fingerprint: str,
+                         content_type: str | None) -> str:
+        return self._put_if(uri, loc, data, content_type, "replace", ("If-Match", f'"{fingerprint}"'),
+                            lambda why: PreconditionFailedError(f"replace {uri}: changed since it was read ({why})",
+                                                                uri=uri))
 
     def delete_if_match(self, uri: str, loc: ParsedURI, fingerprint: str) -> None:
         key = _object_key(uri, loc, "delete")
