@@ -345,17 +345,17 @@ class Lease:
             if self._released or self._lost.is_set():
                 return False
             new = self.info.renewed(time.time())
-            try:
+
+            def put() -> None:
                 self._fingerprint = storage.replace_if_match(self.uri, new.to_bytes(), self._fingerprint,
                                                              content_type="application/json")
+
+            applied = self._conditional(put, logging.WARNING, f"could not renew the lease on {self.output} "
+                                        f"(retrying; it expires at {_utc(self.info.expires_at)} unless renewed)")
+            if applied:
                 self.info = new
                 return True
-            except storage.PreconditionFailedError:
-                pass
-            except storage.StorageError as exc:
-                log.warning("%s", storage.redact(
-                    f"could not renew the lease on {self.output}: {exc}; retrying; it expires at "
-                    f"{_utc(self.info.expires_at)} unless renewed"))
+            if applied is None:
                 return False
             # Changed under us: either our own retried write, or someone took it over.
             try:
@@ -376,6 +376,19 @@ class Lease:
                 return True
             self._mark_lost(f"taken over by {current.describe()}")
             return False
+
+    @staticmethod
+    def _conditional(write: Callable[[], Any], level: int, failure: str) -> Optional[bool]:
+        """Run one conditional write: True if it applied, False if the object changed under us
+        (the caller reads it back to see why), None if the store failed (logged at ``level``)."""
+        try:
+            write()
+            return True
+        except storage.PreconditionFailedError:
+            return False
+        except storage.StorageError as exc:
+            log.log(level, "%s", storage.redact(f"{failure}: {exc}"))
+            return None
 
     def _heartbeat(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -404,15 +417,9 @@ class Lease:
                 return
             fp = self._fingerprint
             for _ in range(3):
-                try:
-                    storage.delete_if_match(self.uri, fp)
-                    return
-                except storage.PreconditionFailedError:
-                    pass
-                except storage.StorageError as exc:
-                    log.error("%s", storage.redact(
-                        f"could not release the lease on {self.output} ({self.uri}): {exc}; "
-                        f"it expires at {_utc(self.info.expires_at)}"))
+                if self._conditional(lambda: storage.delete_if_match(self.uri, fp), logging.ERROR,
+                                     f"could not release the lease on {self.output} ({self.uri}; it expires at "
+                                     f"{_utc(self.info.expires_at)})") is not False:
                     return
                 try:
                     data, fp = storage.read_with_fingerprint(self.uri, max_bytes=_MAX_LEASE_BYTES)
