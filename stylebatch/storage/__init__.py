@@ -14,9 +14,7 @@ Adding a scheme (``gs://``, say) is one Backend subclass and one ``BACKENDS`` en
 
 from __future__ import annotations
 
-import collections
 import io
-import itertools
 import os
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +41,7 @@ from .base import (
     UnsupportedSchemeError,
 )
 from .local import LocalBackend
-from .s3 import DEFAULT_RETRY_SECONDS, RETRY_SECONDS_ENV, S3Backend, get_s3_client
+from .s3 import S3Backend, get_s3_client
 
 __all__ = [
     "BACKENDS",
