@@ -135,6 +135,11 @@ def precheck(cfg: JobConfig) -> tuple[pa.Table, manifest.ManifestCheck]:
     check = manifest.check_manifest(table, known_styles=catalog_names | {style_name})
     if check.structural or (cfg.strict and check.row_errors):
         raise manifest.ManifestError(check.problems())
+    # The job's own style must resolve (a bad --style or --style-image stops the run, unlike a row's).
+    if cfg.style_image:
+        styles.style_from_image(cfg.style_image)
+    else:
+        styles.resolve_style(cfg.style, catalog=styles.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None)
     return table, check
 
 
