@@ -164,7 +164,8 @@ def test_invalid_manifest_is_refused_before_any_work(tmp_path, rows, needles):
     path = tmp_path / "manifest.parquet"
     manifest.to_parquet(path)
     out = tmp_path / "out"
-    run = run_cli("submit", str(path), "--output", str(out))
+    # --strict: a repeated id is otherwise a row-level error (the first row runs; test_pipeline)
+    run = run_cli("submit", str(path), "--output", str(out), "--strict")
     assert run.returncode == 2, run.stdout + run.stderr
     for needle in needles:
         assert needle in run.stderr, run.stderr
