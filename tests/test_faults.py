@@ -488,8 +488,12 @@ def test_model_raising_on_one_image_fails_only_its_row(tmp_path, ray_tmp):
                    _env(ray_tmp, STYLEBATCH_INJECT_FAULT="poison:raise"))
     assert run.proc.returncode == 1, run.output()
     _check_poison_run(out, rows, "injected fault for poison.jpg")
-    # All six rows went through the model in one batch (one block, one results part).
-    assert len(glob.glob(str(out / PART_GLOB))) == 1
+    # All six rows went through the model in one batch and were retried alone (attempt 2), and the
+    # run's single part was compacted into a single results file.
+    assert len(glob.glob(str(out / "_runs/*/results/results-*.parquet"))) == 1
+    assert not glob.glob(str(out / PART_GLOB))
+    attempts = results.read_results(str(out), results.list_runs(str(out))[-1], columns=["attempt"])
+    assert attempts.column("attempt").to_pylist() == [2] * 6
     stdout = "".join(run.stdout)
     assert "error poison" in stdout and "error 1" in stdout
 
