@@ -68,7 +68,7 @@ def _run_job(cfg, dry_run: bool) -> None:
         typer.echo(plan_summary(plan, cfg))
         return
     try:
-        precheck(cfg)  # a job that cannot run is refused before anything is written, the lease included
+        checked = precheck(cfg)  # a job that cannot run is refused before anything is written, the lease included
     except _user_errors() as exc:
         _fail(str(exc))
     cfg.run_id = cfg.run_id or results.make_run_id()
@@ -76,7 +76,7 @@ def _run_job(cfg, dry_run: bool) -> None:
         # Taken before planning: the plan must see everything the previous run finished.
         with output_lease(cfg.output, cfg.run_id, wait=cfg.wait, force=cfg.force, on_wait=_print_waiting) as lease:
             try:
-                plan = build_plan(cfg)
+                plan = build_plan(cfg, checked=checked)
             except _user_errors() as exc:
                 _fail(str(exc))
             _print_plan(plan, cfg)

@@ -143,11 +143,13 @@ def precheck(cfg: JobConfig) -> tuple[pa.Table, manifest.ManifestCheck]:
     return table, check
 
 
-def build_plan(cfg: JobConfig, *, train_styles: bool = True) -> Plan:
+def build_plan(cfg: JobConfig, *, train_styles: bool = True,
+               checked: Optional[tuple[pa.Table, manifest.ManifestCheck]] = None) -> Plan:
     """Validate everything before any work; raise ManifestError/StyleError with every problem named.
     With ``cfg.train_style`` the style's network is trained first (unless cached, or ``train_styles``
-    is False, as for a dry run)."""
-    table, check = precheck(cfg)
+    is False, as for a dry run). ``checked``: what ``precheck(cfg)`` returned, if the caller ran it
+    already (the manifest is then not read again)."""
+    table, check = checked or precheck(cfg)
     if cfg.style_image:
         cfg.style = custom_style_name(cfg.style_image)
     if cfg.train_style and not cfg.style_network:
