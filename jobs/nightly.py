@@ -44,6 +44,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from stylebatch import storage
     from stylebatch.cli import _print_summary, _user_errors
     from stylebatch.lease import LeaseHeld
+    from stylebatch.lognoise import ray_noise_filtered
     from stylebatch.progress import ProgressDisplay
     from stylebatch.nightly import run_nightly
 
@@ -53,7 +54,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         # We are the job itself: connect to the cluster we run on, never submit another job.
         address = os.environ["RAY_ADDRESS"] = "auto"
     try:
-        result = run_nightly(**where, progress=ProgressDisplay(), ray_address=address or None, **options)
+        display = ProgressDisplay()  # before the filter: it asks whether stderr is a terminal
+        with ray_noise_filtered():
+            result = run_nightly(**where, progress=display, ray_address=address or None, **options)
     except LeaseHeld as exc:  # another night is still writing to this output
         print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
         return 3

@@ -80,9 +80,12 @@ def _run_job(cfg, dry_run: bool) -> None:
             except _user_errors() as exc:
                 _fail(str(exc))
             _print_plan(plan, cfg)
+            from .lognoise import ray_noise_filtered
             from .progress import ProgressDisplay
 
-            summary = pipeline.restyle(cfg, plan=plan, progress=ProgressDisplay(), lease=lease)
+            display = ProgressDisplay()  # before the filter: it asks whether stderr is a terminal
+            with ray_noise_filtered():
+                summary = pipeline.restyle(cfg, plan=plan, progress=display, lease=lease)
     except LeaseHeld as exc:
         _fail(str(exc), code=3)
     except _user_errors() as exc:  # the store refused the lease object itself (e.g. access denied)

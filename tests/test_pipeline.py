@@ -166,6 +166,10 @@ def test_cli_dry_run_and_exit_codes(tmp_path):
     assert run.returncode == 1, run.stdout + run.stderr  # one row failed
     assert "ok 1" in run.stdout and "error 1" in run.stdout and "missing" in run.stdout
     assert (out / "cyberpunk" / "g.jpg").exists()
+    # A clean run prints nothing a user would read as a failure: no ERROR line from Ray's core
+    # worker (ray#57733, filtered by stylebatch.lognoise) and no deprecation warnings.
+    noise = [ln for ln in run.stderr.splitlines() if "core_worker" in ln or "Warning" in ln or " E " in ln[:40]]
+    assert not noise, noise
 
     rep = run_cli("report", "latest", "--output", str(out))
     assert rep.returncode == 0 and "error" in rep.stdout
