@@ -172,3 +172,37 @@ def test_adain_init_when_decoder_weights_exist(gatys, shipped_decoder):
     np.testing.assert_array_equal(start, gatys.adain.stylize([content], STRIPES)[0])
     out = gatys.stylize([content], STRIPES, iterations=3, init="adain")
     assert out[0].shape == content.shape
+
+
+def test_match_color_gives_the_target_mean_and_covariance():
+    rng = np.random.default_rng(3)
+    target = (rng.multivariate_normal([150, 60, 200], [[400, 150, 0], [150, 300, -80], [0, -80, 250]], 4096)
+              .clip(0, 255).reshape(64, 64, 3).astype(np.uint8))
+    mean, cov = runtime.color_stats([target])
+    content = torch.from_numpy(_content(64, 64)).permute(2, 0, 1)[None].float() / 255.0
+    out = runtime.match_color(content, (mean, cov))
+    px = out[0].permute(1, 2, 0).reshape(-1, 3)
+    assert torch.allclose(px.mean(0), mean, atol=2e-3)
+    assert torch.allclose(torch.cov(px.T, correction=0), cov, atol=2e-3)
+    # The map is affine and monotone in luminance: the photo's edges stay where they were.
+    edges_in = (content[0, :, 1:] - content[0, :, :-1]).abs().sum(0) > 0.05
+    edges_out = (out[0, :, 1:] - out[0, :, :-1]).abs().sum(0) > 0.01
+    assert edges_out[edges_in].float().mean() > 0.99
+
+
+def test_color_stats_weights_mix_the_images():
+    red, blue = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    mean, cov = runtime.color_stats([red, blue], [3.0, 1.0])
+    assert torch.allclose(mean, torch.tensor([0.75, 0.0, 0.25]))
+    assert cov[0, 0] == pytest.approx(0.75 * 0.25, abs=1e-5) and cov[0, 2] == pytest.approx(-0.75 * 0.25, abs=1e-5)
+
+
+def test_palette_init_starts_from_the_photo_in_the_style_colours(gatys):
+    content = _content()
+    start = runtime.to_images(gatys._initial(content, STRIPES, "palette", 0, 1.0))[0]
+    style_mean = _stripes().reshape(-1, 3).mean(0)
+    assert np.abs(start.reshape(-1, 3).mean(0) - style_mean).max() < 6        # the style's palette
+    assert np.abs(content.reshape(-1, 3).mean(0) - style_mean).max() > 60     # which the photo lacked
+    out = gatys.stylize([content], STRIPES, iterations=0, init="palette", coarse_to_fine=False)[0]
+    assert np.array_equal(out, start)                                         # it is what the optimiser gets

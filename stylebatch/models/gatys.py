@@ -41,7 +41,7 @@ from .vgg import VGG19Encoder, load_vgg19
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("adain", "content", "noise")
+INITS = ("adain", "content", "noise", "palette")
 
 DEFAULT_ITERATIONS = 100          # full-resolution iterations (the expensive ones)
 DEFAULT_COARSE_FACTOR = 1         # coarse iterations per full-resolution one (more measured worse per pass)
@@ -177,7 +177,9 @@ class GatysStylizer:
         ``iterations``: optimiser iterations at full resolution (one VGG forward+backward each for
         Adam; L-BFGS's line search may spend up to a quarter more).
         ``coarse_iterations``: iterations at each coarser level (default ``iterations``: a half-size
-        level costs a quarter as much). ``alpha`` in [0, 1] scales the style weight
+        level costs a quarter as much). ``init``: ``content`` (the photo), ``palette`` (the photo
+        colour-matched to the style, ``runtime.match_color``), ``adain`` (the fast output) or ``noise``.
+        ``alpha`` in [0, 1] scales the style weight
         (and the AdaIN init's own alpha): 0 reproduces the content.
         """
         iterations = self.iterations if iterations is None else iterations
@@ -223,6 +225,8 @@ class GatysStylizer:
         content = runtime.to_tensor([img], self.device)
         if init == "content":
             return content
+        if init == "palette":
+            return runtime.match_color(content, runtime.color_stats(style.images, style.weights))
         if init == "noise":
             gen = torch.Generator(device="cpu").manual_seed(seed)
             return torch.rand(content.shape, generator=gen).to(self.device)
