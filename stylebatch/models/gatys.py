@@ -119,8 +119,10 @@ class GatysStylizer:
     """Optimisation-based style transfer with the same calling convention as ``AdaINStylizer``."""
 
     def __init__(self, *, device: str = "auto", precision: str = "auto", adain: Optional[AdaINStylizer] = None,
-                 cache_size: int = 16, max_style_size: int = 512, iterations: int = DEFAULT_ITERATIONS):
-        self.iterations = iterations  # the default for ``stylize``: the registry's one calling convention
+                 cache_size: int = 16, max_style_size: int = 512, iterations: int = DEFAULT_ITERATIONS,
+                 init: str = "content", coarse_to_fine: bool = True):
+        # Defaults for ``stylize``: the registry's one calling convention passes only images and style.
+        self.iterations, self.init, self.coarse_to_fine = iterations, init, coarse_to_fine
         self.device = runtime.pick_device(device)
         self.precision = runtime.pick_precision(precision, self.device)
         self.encoder: VGG19Encoder = load_vgg19(last_layer="relu5_1").to(self.device)
@@ -169,7 +171,7 @@ class GatysStylizer:
     # -- stylization --------------------------------------------------------------------------
     def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: Optional[int] = None,
                 coarse_iterations: Optional[int] = None, preserve_color: bool = False, seed: int = 0,
-                optimizer: str = "lbfgs", init: str = "content", coarse_to_fine: bool = True,
+                optimizer: str = "lbfgs", init: Optional[str] = None, coarse_to_fine: Optional[bool] = None,
                 content_weight: float = 1.0, style_weight: float = 1.0, tv_weight: float = 0.0,
                 alpha: float = 1.0, callback: Optional[Callable[[Progress], None]] = None) -> list[np.ndarray]:
         """Stylize each HxWx3 uint8 RGB image independently; outputs have the input's size.
@@ -183,6 +185,8 @@ class GatysStylizer:
         (and the AdaIN init's own alpha): 0 reproduces the content.
         """
         iterations = self.iterations if iterations is None else iterations
+        init = self.init if init is None else init
+        coarse_to_fine = self.coarse_to_fine if coarse_to_fine is None else coarse_to_fine
         _check_count(iterations, "iterations")
         if coarse_iterations is None:
             coarse_iterations = DEFAULT_COARSE_FACTOR * iterations
