@@ -191,7 +191,22 @@ def test_training_resumes_exactly(tmp_path):
 
 @pytest.mark.heavy
 def test_training_brings_an_unseen_photo_closer_to_the_style():
-    """Forty steps of a tiny network cut the style loss of a photo it never saw (by about a quarter)."""
+    """Forty steps of a tiny network cut the style loss of a photo it never saw (by about 40% in a
+    fresh process). Run in its own interpreter: after the rest of the suite it measured only a 6%
+    cut (3.01 -> 2.81), so some process-wide state left by earlier tests changes its training
+    (not yet found: see issue 9's note)."""
+    import subprocess
+    import sys
+
+    code = "from tests.test_network import _train_unseen_photo as f; print(*f())"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert res.returncode == 0, res.stderr
+    before, after = map(float, res.stdout.split()[-2:])
+    assert after < 0.85 * before, (before, after)
+
+
+def _train_unseen_photo() -> tuple[float, float]:
     target = np.zeros((64, 64, 3), np.uint8)
     target[..., 0], target[..., 2] = 230, 40
     target[::8] = 255 - target[::8]  # stripes, so the Grams have texture to match
@@ -204,7 +219,7 @@ def test_training_brings_an_unseen_photo_closer_to_the_style():
     trainer.train(40, progress=None)
     with torch.no_grad():
         after = trainer.loss(unseen, style)[1]["style"]
-    assert after < 0.85 * before, (before, after)
+    return float(before), float(after)
 
 
 def test_training_refuses_empty_inputs():
