@@ -120,7 +120,6 @@ def keep_content_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.T
     return (content - y_in + y_out).clamp(0, 1)
 
 
-
 def color_stats(images: Sequence[np.ndarray], weights: Sequence[float] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (3) and covariance (3x3) of the pixels of HxWx3 uint8 images in [0,1] units; with
     ``weights``, of their weighted mixture (each image's share of the pixels is its weight)."""
@@ -128,7 +127,7 @@ def color_stats(images: Sequence[np.ndarray], weights: Sequence[float] = ()) -> 
     w = w / w.sum()
     stats = []
     for img in images:
-        px = torch.from_numpy(np.ascontiguousarray(img).reshape(-1, 3)).double().div_(255.0)
+        px = torch.as_tensor(np.array(img).reshape(-1, 3), dtype=torch.float64).div_(255.0)  # a copy: style images are read-only
         stats.append((px.mean(0), px.T @ px / px.shape[0]))  # mean and second moment
     mean = sum(float(wi) * m for wi, (m, _) in zip(w, stats))
     second = sum(float(wi) * s for wi, (_, s) in zip(w, stats))
