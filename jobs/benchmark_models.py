@@ -8,7 +8,7 @@
     (``cyberpunk``, the shipped network file) against AdaIN with the style cache and without it (a
     fresh style key per batch, so the style statistics are recomputed every time); and how long the
     shipped network took to train on this kind of machine (from its record).
-(b) Gatys premium (photo init, coarse-to-fine, L-BFGS) against the ``pastiche`` package's own
+(b) Gatys premium (what ``--quality premium`` runs, built by the registry) against the ``pastiche`` package's own
     optimisation (run in a subprocess with its defaults: 1000 L-BFGS steps from the content image).
     Both outputs are scored by ONE function: the Gatys loss with pastiche's default layers and
     weights, computed by stylebatch on its VGG19 (the same quantised weights pastiche ships), on the
@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stylebatch.models import GatysStylizer, StyleSpec, runtime  # noqa: E402
+from stylebatch.models import GatysStylizer, StyleSpec, registry, runtime  # noqa: E402
 from stylebatch.models.adain import default_decoder_path  # noqa: E402
 from stylebatch.models.gatys import GatysObjective, gatys_loss  # noqa: E402
 
@@ -175,18 +175,26 @@ def run_pastiche(content_png: Path, style_png: Path, out_png: Path, size: int, s
     return wall, trace
 
 
+def premium_model(precision: str, size: int) -> GatysStylizer:
+    """Premium as the registry builds it (its start and scales), with the style's Grams taken at the
+    test size, as pastiche takes them."""
+    model = registry.build("gatys", registry.ModelOptions(device="cpu", precision=precision))
+    model.max_style_size = size
+    return model
+
+
 def run_premium(precision: str, content: np.ndarray, style_img: np.ndarray, size: int, iterations: int,
                 coarse_iterations: int, every: int, score: Scorer) -> dict:
-    """One premium run from a cold start (models built, style Grams computed, photo init inside the
+    """One premium run from a cold start (models built, style Grams computed, palette start inside the
     timing); snapshots of the full-size stage are scored afterwards, outside the timing."""
     # Warm-up on a throwaway style: the first passes at a new shape pay oneDNN's kernel creation,
     # which a long-running worker pays once, not per image.
-    warm = GatysStylizer(device="cpu", precision=precision, max_style_size=size)
+    warm = premium_model(precision, size)
     warm.stylize([content], StyleSpec("bench-warmup", (style_img[::-1].copy(),), (1.0,)), iterations=2,
                  coarse_iterations=2)
     del warm
     t0 = time.perf_counter()
-    model = GatysStylizer(device="cpu", precision=precision, max_style_size=size)
+    model = premium_model(precision, size)
     style = StyleSpec(f"bench-premium-{precision}", (style_img,), (1.0,))
     snaps, passes = [], [0.0]
 
@@ -196,13 +204,13 @@ def run_premium(precision: str, content: np.ndarray, style_img: np.ndarray, size
             snaps.append((p.evaluation, time.perf_counter() - t0, passes[0], p.image.clone()))
 
     out = model.stylize([content], style, iterations=iterations, coarse_iterations=coarse_iterations,
-                        coarse_to_fine=True, callback=on_eval)[0]
+                        callback=on_eval)[0]
     total = time.perf_counter() - t0
     final = score(out)
     # The returned image comes after the last step, which L-BFGS never evaluates: the curve's last point.
     curve = [(e, el, ps, score(x)) for e, el, ps, x in snaps] + [("out", total, passes[0], final)]
     return {"precision": precision, "total": total, "final": final, "curve": curve, "passes": passes[0],
-            "levels": model.levels(size, size), "out": out}
+            "levels": model.levels(size, size, model.coarse_to_fine), "out": out}
 
 
 def bench_premium_vs_pastiche(content: np.ndarray, style_img: np.ndarray, size: int, args, workdir: Path) -> None:
@@ -218,7 +226,8 @@ def bench_premium_vs_pastiche(content: np.ndarray, style_img: np.ndarray, size: 
     for p in args.precisions:
         r = run_premium(p, content, style_img, size, args.iterations, args.coarse_iterations, args.every, score)
         results.append(r)
-        print(f"premium {r['precision']}: levels {r['levels']}, {args.coarse_iterations} coarse + {args.iterations} "
+        coarse = f"{args.coarse_iterations} coarse + " if len(r["levels"]) > 1 else ""
+        print(f"premium {r['precision']}: levels {r['levels']}, {coarse}{args.iterations} "
               f"full iterations, final loss {r['final']:.6g}, {r['total']:.1f} s, "
               f"{r['passes']:.0f} full-size-equivalent VGG passes")
         print("  curve (full-size eval, s, passes, loss): " + ", ".join(
