@@ -4,6 +4,7 @@ reference image, AdaIN on held-out paintings.
     python -m jobs.evaluate --set presets --methods baseline,network,gatys100     # preset networks
     python -m jobs.evaluate --set paintings --methods baseline,adain,gatys100     # arbitrary styles
     python -m jobs.evaluate --set presets --methods gatys100,premium --limit-photos 2
+    python -m jobs.evaluate --set paintings --methods gatys100,premium --photos kodak_23_macaws,kodak_22_red_barn
 
 Pairs: ``presets`` = held-out photos x every built-in preset; ``paintings`` = held-out photos x
 held-out paintings (no training saw either). Content is resized so its longer side is --size, style
@@ -284,6 +285,7 @@ def main(argv=None) -> dict:
                    help="presets: held-out photos x built-in presets; paintings: x held-out paintings")
     p.add_argument("--size", type=int, default=384, help="longer side of the content images (default 384)")
     p.add_argument("--limit-photos", type=int, default=0, help="only the first N held-out photos")
+    p.add_argument("--photos", help="comma list: only these held-out photos (file names, with or without suffix)")
     p.add_argument("--styles", help="comma list: only these styles (preset names or painting file names)")
     p.add_argument("--cache", default=".eval_cache", help="folder caching gatys100 outputs ('' for none)")
     p.add_argument("--gatys-iterations", type=int, default=100, help="L-BFGS iterations of the gatys100 method")
@@ -303,6 +305,13 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
 
     content_paths = datasets.holdout_content()
+    if args.photos:
+        wanted = [x.strip() for x in args.photos.split(",") if x.strip()]
+        by_name = {**{c.stem: c for c in content_paths}, **{c.name: c for c in content_paths}}
+        unknown = sorted(set(wanted) - set(by_name))
+        if unknown:
+            sys.exit(f"--photos: unknown {unknown}; the held-out photos are {sorted(c.name for c in content_paths)}")
+        content_paths = list(dict.fromkeys(by_name[w] for w in wanted))
     if args.limit_photos:
         content_paths = content_paths[:args.limit_photos]
     if args.pair_set == "presets":

@@ -119,6 +119,13 @@ def test_presets_set_scores_each_preset_on_the_held_out_photos(holdout, shipped_
     assert [(r["content"], r["style"]) for r in report["pairs"]] == [(c, s) for c in CONTENTS for s in ("ink", "pop")]
     with pytest.raises(SystemExit, match="unknown"):
         evaluate.main(["--set", "presets", "--styles", "nope", "--methods", "baseline", "--out", str(tmp_path / "x")])
+    # --photos picks held-out photos by name, with or without the suffix, in the order given.
+    second = CONTENTS[1].rsplit(".", 1)[0]
+    report = evaluate.main(["--set", "presets", "--styles", "ink", "--photos", f"{second},{CONTENTS[0]}",
+                            "--methods", "baseline", "--size", "48", "--out", str(tmp_path / "p")])
+    assert [r["content"] for r in report["pairs"]] == [CONTENTS[1], CONTENTS[0]]
+    with pytest.raises(SystemExit, match=r"--photos: unknown \['training_only'\]"):
+        evaluate.main(["--set", "presets", "--photos", "training_only", "--methods", "baseline", "--out", str(tmp_path / "y")])
 
 
 @pytest.mark.heavy
