@@ -119,7 +119,8 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
     state = None
     if resume and storage.exists(ckpt):
         state = _load(ckpt)
-        config = TrainConfig(**{**state["config"], "steps": config.steps})
+        # A run checkpointed before the peak penalty existed continues without it.
+        config = TrainConfig(**{"peak_weight": 0.0, **state["config"], "steps": config.steps})
     init = None
     if init_from and state is None:
         init = _load(init_from)
