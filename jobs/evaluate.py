@@ -246,7 +246,8 @@ def print_summary(summary: dict, gatys_label: str) -> None:
         verdict = "PASS" if acc["passed"] else "FAIL"
         print(f"acceptance {m} ({acc['pairs_compared']} pairs) vs {gatys_label}: style {r['style']:.2f}x "
               f"(<= {t['style_at_most']}), content {r['content']:.2f}x (<= {t['content_at_most']}), structure "
-              f"{r['structure']:.2f}x (>= {t['structure_at_least']}), time {r['seconds']:.2f}x -> {verdict}")
+              f"{r['structure']:.2f}x (>= {t['structure_at_least']}), time {r['seconds']:.2f}x -> {verdict} "
+              f"(quality only: time is judged by a benchmark on an idle machine, not under load)")
     if not summary["acceptance"]:
         print("acceptance: n/a (needs gatys100 and one of network, adain, premium in --methods)")
 
