@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylebatch.models import GatysStylizer, runtime
+from stylebatch.models import GatysStylizer, registry, runtime
 from stylebatch.models import gatys as gatys_mod
 from stylebatch.models.adain import StyleSpec
 from stylebatch.models.gatys import CONTENT_LAYER, GatysObjective, gatys_loss
@@ -206,3 +206,27 @@ def test_palette_init_starts_from_the_photo_in_the_style_colours(gatys):
     assert np.abs(content.reshape(-1, 3).mean(0) - style_mean).max() > 60     # which the photo lacked
     out = gatys.stylize([content], STRIPES, iterations=0, init="palette", coarse_to_fine=False)[0]
     assert np.array_equal(out, start)                                         # it is what the optimiser gets
+
+
+def test_palette_strength_goes_part_of_the_way():
+    content = runtime.to_tensor([_content()], torch.device("cpu"))
+    target = runtime.color_stats([_stripes()])
+    full = runtime.match_color(content, target)
+    half = runtime.match_color(content, target, strength=0.5)
+    inside = (full > 0) & (full < 1)  # the blend is of the maps; clamping to [0, 1] comes after
+    assert inside.float().mean() > 0.5
+    assert torch.allclose(half[inside], (0.5 * (full + content))[inside], atol=1e-5)
+    assert torch.equal(runtime.match_color(content, target, strength=0.0), content)
+    with pytest.raises(ValueError, match="strength must be in"):
+        runtime.match_color(content, target, strength=1.5)
+
+
+def test_premium_starts_half_way_to_the_style_palette():
+    premium = registry.build("gatys", registry.ModelOptions(device="cpu", precision="fp32"))
+    assert (premium.init, premium.coarse_to_fine, premium.palette_strength) == ("palette", False, 0.5)
+    content = _content()
+    start = premium._initial(content, STRIPES, premium.init, 0, 1.0)
+    photo = runtime.to_tensor([content], torch.device("cpu"))
+    full = runtime.match_color(photo, runtime.color_stats(STRIPES.images, STRIPES.weights))
+    inside = (full > 0) & (full < 1)
+    assert torch.allclose(start[inside], (0.5 * (full + photo))[inside], atol=1e-5)

@@ -120,9 +120,11 @@ class GatysStylizer:
 
     def __init__(self, *, device: str = "auto", precision: str = "auto", adain: Optional[AdaINStylizer] = None,
                  cache_size: int = 16, max_style_size: int = 512, iterations: int = DEFAULT_ITERATIONS,
-                 init: str = "content", coarse_to_fine: bool = True):
+                 init: str = "content", coarse_to_fine: bool = True, palette_strength: float = 1.0):
         # Defaults for ``stylize``: the registry's one calling convention passes only images and style.
         self.iterations, self.init, self.coarse_to_fine = iterations, init, coarse_to_fine
+        # How far the ``palette`` start recolours the photo (runtime.match_color's strength).
+        self.palette_strength = palette_strength
         self.device = runtime.pick_device(device)
         self.precision = runtime.pick_precision(precision, self.device)
         self.encoder: VGG19Encoder = load_vgg19(last_layer="relu5_1").to(self.device)
@@ -180,7 +182,7 @@ class GatysStylizer:
         Adam; L-BFGS's line search may spend up to a quarter more).
         ``coarse_iterations``: iterations at each coarser level (default ``iterations``: a half-size
         level costs a quarter as much). ``init``: ``content`` (the photo), ``palette`` (the photo
-        colour-matched to the style, ``runtime.match_color``), ``adain`` (the fast output) or ``noise``.
+        colour-matched to the style, ``runtime.match_color``, ``palette_strength`` of the way), ``adain`` (the fast output) or ``noise``.
         ``alpha`` in [0, 1] scales the style weight
         (and the AdaIN init's own alpha): 0 reproduces the content.
         """
@@ -230,7 +232,8 @@ class GatysStylizer:
         if init == "content":
             return content
         if init == "palette":
-            return runtime.match_color(content, runtime.color_stats(style.images, style.weights))
+            return runtime.match_color(content, runtime.color_stats(style.images, style.weights),
+                                       strength=self.palette_strength)
         if init == "noise":
             gen = torch.Generator(device="cpu").manual_seed(seed)
             return torch.rand(content.shape, generator=gen).to(self.device)

@@ -134,19 +134,24 @@ def color_stats(images: Sequence[np.ndarray], weights: Sequence[float] = ()) -> 
     return mean.float(), (second - torch.outer(mean, mean)).float()
 
 
-def match_color(content: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor], eps: float = 1e-4) -> torch.Tensor:
+def match_color(content: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor], eps: float = 1e-4,
+                strength: float = 1.0) -> torch.Tensor:
     """Linear colour transfer: an affine map of RGB that gives the content (NCHW [0,1]) the target
     mean and 3x3 covariance (``color_stats`` of the style). The symmetric square roots (rather than
     a Cholesky factor) give the map closest to the identity, so hues move least and the photo's
     edges survive; premium starts from this to spend its iterations on texture rather than on
-    repainting the palette."""
+    repainting the palette. ``strength`` in [0, 1] goes part of the way (the identity map blended
+    with the transfer: 0 = the content unchanged)."""
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
     mu_s, cov_s = (t.to(content.device) for t in target)
     eye = eps * torch.eye(3, device=content.device)
     x = content.float().permute(0, 2, 3, 1).reshape(content.shape[0], -1, 3)
     out = []
     for xi in x:
         mu_c, cov_c = xi.mean(0), torch.cov(xi.T) + eye
-        out.append((xi - mu_c) @ (_sqrtm(cov_c, -0.5) @ _sqrtm(cov_s + eye, 0.5)) + mu_s)
+        matched = (xi - mu_c) @ (_sqrtm(cov_c, -0.5) @ _sqrtm(cov_s + eye, 0.5)) + mu_s
+        out.append(strength * matched + (1.0 - strength) * xi)
     n, _, h, w = content.shape
     y = torch.stack(out).reshape(n, h, w, 3).permute(0, 3, 1, 2).clamp(0, 1)
     return y.to(content.dtype).contiguous(memory_format=torch.channels_last)
