@@ -119,8 +119,7 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
     state = None
     if resume and storage.exists(ckpt):
         state = _load(ckpt)
-        # A run checkpointed before the peak penalty existed continues without it.
-        config = TrainConfig(**{"peak_weight": 0.0, **state["config"], "steps": config.steps})
+        config = TrainConfig(**{**state["config"], "steps": config.steps})
     init = None
     if init_from and state is None:
         init = _load(init_from)

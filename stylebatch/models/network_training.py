@@ -52,8 +52,6 @@ class TrainConfig:
     style_weight: float = 1.0       # Gram term (Gatys)
     moment_weight: float = 1.0      # channel mean/std term (Huang & Belongie), relu1_1..relu4_1
     tv_weight: float = 0.1          # mean absolute neighbour difference, [0, 1] pixels
-    peak_weight: float = 0.01       # penalty on lone activation peaks before each norm (blob artefacts)
-    peak_limit: float = 8.0         # ... in standard deviations of the feature map above its mean
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig()))
 
@@ -123,10 +121,6 @@ class NetworkTrainer:
         if init_network is not None:
             self._init_from(init_network)
         self.net.to(memory_format=torch.channels_last)
-        self._peaks: list[torch.Tensor] = []
-        for module in self.net.modules():
-            if isinstance(module, torch.nn.Conv2d) and module is not self.net.out:
-                module.register_forward_hook(self._record_peak)
         # beta2 0.99 and a warmup: with Adam's default 0.999 the large gradients of the first steps
         # (the style loss starts far from its target) keep the step size tiny for ~1000 steps, and
         # the network sat at the photo (fraction of the style gap open ~1.0 after 100 steps).
@@ -195,21 +189,8 @@ class NetworkTrainer:
                 own[k] = v.clone()
         self.net.load_state_dict(own)
 
-    def _record_peak(self, module, inputs, out: torch.Tensor) -> None:
-        """Each conv's output feeds an instance norm. A network under instance norm learns to paint
-        a lone spike (15-20 standard deviations, in every channel at one spot) that inflates the
-        statistics the norm divides by; it comes out as a bright blob or ring (measured on the
-        shipped presets network: cat photo, left border). Penalise each channel's highest peak above
-        ``peak_limit`` standard deviations; the photo's own features peak at 5-8."""
-        if not torch.is_grad_enabled() or self.config.peak_weight == 0:
-            return
-        a = out.float().flatten(2)
-        z = (a - a.mean(2, keepdim=True)).abs().amax(2) / a.std(2).clamp_min(1e-5)
-        self._peaks.append(F.relu(z - self.config.peak_limit).square().mean())
-
     def loss(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
-        self._peaks = []
         with torch.no_grad(), runtime.autocast(self.device, self.precision):
             target = self.vgg(x, [cfg.content_layer])[cfg.content_layer].float()
         with runtime.autocast(self.device, self.precision):
@@ -222,12 +203,9 @@ class NetworkTrainer:
         tv = total_variation(y.float())
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
-        peaks = torch.stack(self._peaks).mean() if self._peaks else torch.zeros((), device=y.device)
-        self._peaks = []
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
-                 + 10.0 * out_of_range + cfg.peak_weight * peaks)
+                 + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
-                       "peaks": float(peaks.detach()),
                        "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
                        "total": float(total.detach())}
 
@@ -263,8 +241,7 @@ class NetworkTrainer:
                 rate = (time.monotonic() - start) / (self.step - start_step)
                 if progress:
                     progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style gap open: Gram "
-                             f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g}; "
-                             f"peaks {mean['peaks']:.3g})  "
+                             f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g})  "
                              f"{rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
             if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
                 checkpoint(self)
