@@ -182,9 +182,9 @@ class GatysStylizer:
         Adam; L-BFGS's line search may spend up to a quarter more).
         ``coarse_iterations``: iterations at each coarser level (default ``iterations``: a half-size
         level costs a quarter as much). ``init``: ``content`` (the photo), ``palette`` (the photo
-        colour-matched to the style, ``runtime.match_color``, ``palette_strength`` of the way), ``adain`` (the fast output) or ``noise``.
-        ``alpha`` in [0, 1] scales the style weight
-        (and the AdaIN init's own alpha): 0 reproduces the content.
+        moved ``palette_strength`` of the way to the style's colours, ``runtime.match_color``),
+        ``adain`` (the fast output) or ``noise``. ``alpha`` in [0, 1] scales the style weight (and
+        the AdaIN init's own alpha): 0 reproduces the content.
         """
         iterations = self.iterations if iterations is None else iterations
         init = self.init if init is None else init
@@ -232,8 +232,10 @@ class GatysStylizer:
         if init == "content":
             return content
         if init == "palette":
-            return runtime.match_color(content, runtime.color_stats(style.images, style.weights),
-                                       strength=self.palette_strength)
+            # The style's colour statistics, once per style (a catalog run starts every row from them).
+            stats = self.cache.get_or_compute(f"{style.key}|palette",
+                                              lambda: runtime.color_stats(style.images, style.weights))
+            return runtime.match_color(content, stats, strength=self.palette_strength)
         if init == "noise":
             gen = torch.Generator(device="cpu").manual_seed(seed)
             return torch.rand(content.shape, generator=gen).to(self.device)
