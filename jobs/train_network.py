@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(f.default, tuple):
             p.add_argument("--" + f.name.replace("_", "-"), type=lambda t: tuple(float(v) for v in t.split(",")),
                            default=f.default, help="comma separated")
+        elif f.default is None:  # an optional number (lr_final)
+            p.add_argument("--" + f.name.replace("_", "-"), type=float, default=None)
         else:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     return p

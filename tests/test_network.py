@@ -189,6 +189,22 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "straight.json").exists()
 
 
+def test_learning_rate_warms_up_then_decays_to_its_final_value():
+    from stylebatch.models.network_training import learning_rate
+
+    constant = TrainConfig(steps=100, lr=2e-3, warmup_steps=10)
+    assert learning_rate(constant, 0) == pytest.approx(2e-4)
+    assert [learning_rate(constant, s) for s in (9, 50, 99)] == pytest.approx([2e-3] * 3)
+    decaying = replace(constant, lr_final=1e-4)
+    rates = [learning_rate(decaying, s) for s in range(100)]
+    assert rates[:10] == pytest.approx([learning_rate(constant, s) for s in range(10)])
+    assert rates[10] == pytest.approx(2e-3)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # falls monotonically after warmup
+    assert rates[55] == pytest.approx((2e-3 + 1e-4) / 2)  # half way through the decay
+    assert learning_rate(decaying, 100) == pytest.approx(1e-4)
+    assert learning_rate(decaying, 150) == pytest.approx(1e-4)  # a resume past the end stays at the floor
+
+
 @pytest.mark.heavy
 def test_training_brings_an_unseen_photo_closer_to_the_style():
     """Forty steps of a tiny network cut the style loss of a photo it never saw (by about 40% in a
