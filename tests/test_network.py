@@ -207,27 +207,15 @@ def test_learning_rate_warms_up_then_decays_to_its_final_value():
 
 @pytest.mark.heavy
 def test_training_brings_an_unseen_photo_closer_to_the_style():
-    """Forty steps of a tiny network cut the style loss of a photo it never saw (by about 40% in a
-    fresh process). Run in its own interpreter: after the rest of the suite it measured only a 6%
-    cut (3.01 -> 2.81), so some process-wide state left by earlier tests changes its training
-    (not yet found: see issue 9's note)."""
-    import subprocess
-    import sys
-
-    code = "from tests.test_network import _train_unseen_photo as f; print(*f())"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=str(Path(__file__).resolve().parents[1]))
-    assert res.returncode == 0, res.stderr
-    before, after = map(float, res.stdout.split()[-2:])
-    assert after < 0.85 * before, (before, after)
-
-
-def _train_unseen_photo() -> tuple[float, float]:
+    """Forty steps of a tiny network cut the style loss of a photo it never saw by about half
+    (0.51-0.55 of it with 1 or 2 torch threads). At lr 1e-2 this had been chaotic: the cut ranged from
+    about 50% to 6% with the thread count (the order of float reductions), which made it depend on what
+    earlier tests left set in the process; at 1e-3 (warming up over the 40 steps) it does not."""
     target = np.zeros((64, 64, 3), np.uint8)
     target[..., 0], target[..., 2] = 230, 40
     target[::8] = 255 - target[::8]  # stripes, so the Grams have texture to match
     content = [photo(60, 80, s) for s in range(3)]
-    trainer = NetworkTrainer({"red": target}, content, replace(TINY_TRAIN, lr=1e-2), device="cpu", precision="fp32")
+    trainer = NetworkTrainer({"red": target}, content, replace(TINY_TRAIN, lr=1e-3), device="cpu", precision="fp32")
     unseen = torch.from_numpy(photo(32, 32, 99)).permute(2, 0, 1)[None].float() / 255
     style = torch.tensor([0])
     with torch.no_grad():
@@ -235,7 +223,7 @@ def _train_unseen_photo() -> tuple[float, float]:
     trainer.train(40, progress=None)
     with torch.no_grad():
         after = trainer.loss(unseen, style)[1]["style"]
-    return float(before), float(after)
+    assert after < 0.75 * before, (before, after)
 
 
 def test_training_refuses_empty_inputs():
