@@ -68,6 +68,19 @@ def bare_model(paths: list[Path], style, kind: str, batch: int) -> float:
     return len(arrays) / elapsed
 
 
+def steady_rate(ticks: list[tuple[float, int]]) -> float:
+    """Rows per second between the second and the second-to-last commit, from ``(time, rows
+    done)`` progress reports. restyle reports once before any batch (0 rows); the first commit
+    waits for the actor's start-up and model load and for the first write task while the model
+    already runs on, and the last batches drain together: either end would bias the rate."""
+    committed = [t for t in ticks if t[1] > 0]
+    if len(committed) < 2:
+        raise ValueError(f"need at least two committed batches for a rate, got {len(committed)}")
+    middle = committed[1:-1] if len(committed) >= 4 else committed
+    (t_first, n_first), (t_last, n_last) = middle[0], middle[-1]
+    return (n_last - n_first) / max(1e-9, t_last - t_first)
+
+
 def end_to_end(paths: list[Path], style_args: dict, batch: int, size: int, out: Path,
                quiet: bool = False) -> tuple[float, float]:
     manifest = out.parent / f"{out.name}_manifest.parquet"
@@ -78,14 +91,8 @@ def end_to_end(paths: list[Path], style_args: dict, batch: int, size: int, out: 
                       progress=lambda p: ticks.append((time.perf_counter(), p["done"])))
     rows = results.read_results(str(out), summary.run_id).to_pandas()
     assert (rows.status == "ok").all(), rows.error.dropna().tolist()[:3]
-    # Steady state: between the second and the second-to-last commit. restyle reports once before
-    # any batch (0 rows); the first commit waits for the actor's start-up and model load and for
-    # the first write task while the model already runs on, and the last batches drain together:
-    # either end would bias the rate.
     committed = [t for t in ticks if t[1] > 0]
-    middle = committed[1:-1] if len(committed) >= 4 else committed
-    (t_first, n_first), (t_last, n_last) = middle[0], middle[-1]
-    steady = (n_last - n_first) / max(1e-9, t_last - t_first)
+    steady = steady_rate(ticks)
     if not quiet:
         print(f"  end-to-end per image: model {rows.model_ms.mean():.0f} ms, read {rows.read_ms.mean():.0f} ms, "
               f"write {rows.write_ms.mean():.0f} ms; {len(committed)} batches committed")
