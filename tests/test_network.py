@@ -189,6 +189,22 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "straight.json").exists()
 
 
+def test_init_from_keeps_a_known_style_own_parameters_and_gives_a_new_one_the_mean(tmp_path):
+    source = tiny_network_file(tmp_path / "src.pt", ("a", "b"))
+    record = torch.load(source, weights_only=True)
+    styles_ = {"b": stationary(64, 64), "new": stationary(64, 64, seed=1)}
+    trainer = NetworkTrainer(styles_, [photo(60, 80, 0)], TINY_TRAIN, device="cpu", precision="fp32",
+                             init_network=record)
+    own = trainer.net.state_dict()
+    scales = [k for k in record["state_dict"] if k.endswith((".scale", ".shift"))]
+    assert scales
+    for k in scales:
+        src = record["state_dict"][k].float()
+        assert torch.equal(own[k][0], src[1]), k           # "b" is the source's second style
+        assert torch.allclose(own[k][1], src.mean(0)), k   # "new" starts from the mean
+    assert torch.equal(own["out.weight"], record["state_dict"]["out.weight"].float())
+
+
 def test_learning_rate_warms_up_then_decays_to_its_final_value():
     from stylebatch.models.network_training import learning_rate
 

@@ -189,15 +189,19 @@ class NetworkTrainer:
 
     def _init_from(self, record: dict) -> None:
         """Start from another network's convolutions (e.g. the shipped presets): a new style then only
-        has to learn its normalisation scales/shifts and a little fine-tuning. Each new style starts
-        from the mean of the source's style parameters."""
+        has to learn its normalisation scales/shifts and a little fine-tuning. A style the source
+        knows (by name) keeps its own scales/shifts, so one preset can be fine-tuned alone; a new
+        style starts from the mean of the source's."""
+        source_styles = list(record.get("styles") or [])
         own = self.net.state_dict()
         for k, v in record["state_dict"].items():
             if k not in own:
                 continue
             v = v.float()
-            if k.endswith((".scale", ".shift")) and v.shape[0] != own[k].shape[0]:
-                v = v.mean(0, keepdim=True).expand_as(own[k])
+            if k.endswith((".scale", ".shift")) and v.shape[1:] == own[k].shape[1:]:
+                mean = v.mean(0)
+                v = torch.stack([v[source_styles.index(n)] if n in source_styles else mean
+                                 for n in self.style_names])
             if v.shape == own[k].shape:
                 own[k] = v.clone()
         self.net.load_state_dict(own)
