@@ -296,7 +296,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="precision of the stylizers (metrics are always fp32)")
     p.add_argument("--encoder-weights", help="pytorch-AdaIN vgg_normalised.pth (with --decoder-weights)")
-    p.add_argument("--network", help="--set presets: a presets' network file to score instead of the shipped one")
+    p.add_argument("--network", help="--set presets: networks to score instead of the shipped ones: one file holding "
+                   "the presets, or a folder of <preset>.pt files (as jobs.train_network --style NAME=NAME writes)")
     p.add_argument("--decoder-weights", help="decoder to evaluate instead of the shipped one (one exported by "
                    "jobs.train_decoder needs no --encoder-weights)")
     p.add_argument("--seed", type=int, default=0)
@@ -317,8 +318,10 @@ def main(argv=None) -> dict:
         content_paths = content_paths[:args.limit_photos]
     if args.pair_set == "presets":
         style_specs = {n: style_lookup.resolve_style(n) for n in presets.preset_names()}
-        if args.network:  # a candidate network file instead of the shipped one (e.g. a training run's)
-            style_specs = {n: style_lookup.with_network(st, args.network, n) for n, st in style_specs.items()}
+        if args.network:  # candidate networks instead of the shipped ones (e.g. a training run's)
+            def candidate(name: str) -> str:
+                return str(Path(args.network) / f"{name}.pt") if Path(args.network).is_dir() else args.network
+            style_specs = {n: style_lookup.with_network(st, candidate(n), n) for n, st in style_specs.items()}
         styles = {n: np.array(st.images[0]) for n, st in style_specs.items()}
     else:
         styles = {s.name: load_resized(s, STYLE_SIZE) for s in datasets.holdout_styles()}

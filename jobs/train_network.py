@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--weights-precision", choices=("fp16", "int8"), default="fp16",
+                   help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     from stylebatch.train_style import export_checkpoint, train_style_network
 
     if args.export_checkpoint:
-        made = export_checkpoint(args.out, content=args.note or args.content)
+        made = export_checkpoint(args.out, content=args.note or args.content, weights_precision=args.weights_precision)
         print(f"exported step {made['steps']} -> {args.out}")
         return 0
 
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"})
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
-                        precision=args.precision, checkpoint_every=args.checkpoint_every)
+                        precision=args.precision, checkpoint_every=args.checkpoint_every,
+                        weights_precision=args.weights_precision)
     print(f"wrote {args.out}")
     return 0
 

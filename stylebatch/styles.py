@@ -161,7 +161,7 @@ def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_c
     imgs = tuple(_image_for_ref(ref, max_pixels=max_pixels, where=where) for ref, _ in refs)
     if network is None and len(refs) == 1 and refs[0][0] in shipped_preset_networks():
         # A preset (alone, not in a blend) runs through its trained network; blends fall back to AdaIN.
-        network, network_style = SHIPPED_NETWORKS_REF, refs[0][0]
+        network, network_style = preset_network_ref(refs[0][0]), refs[0][0]
     total = sum(w for _, w in refs)
     weights = tuple(w / total for _, w in refs)
     return ResolvedStyle(
@@ -177,35 +177,44 @@ def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_c
     )
 
 
-SHIPPED_NETWORKS_FILE = "preset_networks.pt"
-# How a style names the shipped file: resolved where it is read (a Ray worker's install of the
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "weights")
+# The presets' shared network (conditional instance norm, all presets in one): where each preset's
+# own network and every house style start training from.
+BASE_NETWORK_FILE = "preset_networks.pt"
+PRESET_NETWORK_DIR = "presets"  # presets/<name>.pt: each preset's own network (what --quality fast runs)
+# How a style names a shipped file: resolved where it is read (a Ray worker's install of the
 # package may live elsewhere than the driver's), never an absolute path baked into the plan.
-SHIPPED_NETWORKS_REF = f"builtin:{SHIPPED_NETWORKS_FILE}"
+BUILTIN_PREFIX = "builtin:"
 
 
-def shipped_networks_path() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "weights", SHIPPED_NETWORKS_FILE)
+def base_network_path() -> str:
+    return os.path.join(WEIGHTS_DIR, BASE_NETWORK_FILE)
+
+
+def preset_network_ref(preset: str) -> str:
+    return f"{BUILTIN_PREFIX}{PRESET_NETWORK_DIR}/{preset}.pt"
 
 
 def network_location(ref: str) -> str:
-    """Where a style's network file is: the shipped file for ``builtin:``, else the path or URI itself."""
-    return shipped_networks_path() if ref == SHIPPED_NETWORKS_REF else ref
+    """Where a style's network file is: under the shipped weights for ``builtin:``, else the path or URI itself."""
+    if not ref.startswith(BUILTIN_PREFIX):
+        return ref
+    rel = ref[len(BUILTIN_PREFIX):]
+    if not rel or rel.startswith("/") or ".." in rel.split("/"):
+        raise StyleError(f"network {ref!r}: not a shipped weights file")
+    return os.path.join(WEIGHTS_DIR, *rel.split("/"))
 
 
 def read_network(ref: str) -> bytes:
-    """The bytes of a style's network file (local, s3:// or the shipped one): what models read with."""
+    """The bytes of a style's network file (local, s3:// or a shipped one): what models read with."""
     return _storage.read_bytes(network_location(ref))
 
 
 @functools.lru_cache(maxsize=1)
 def shipped_preset_networks() -> frozenset:
-    """The presets the shipped network file was trained for (empty when it is absent)."""
-    path = shipped_networks_path()
-    if not _storage.exists(path):
-        return frozenset()
-    from .models.network import load_network_styles
-
-    return frozenset(load_network_styles(path))
+    """The presets that ship their own network (files are validated when a plan loads them)."""
+    folder = os.path.join(WEIGHTS_DIR, PRESET_NETWORK_DIR)
+    return frozenset(n for n in presets.preset_names() if os.path.isfile(os.path.join(folder, f"{n}.pt")))
 
 
 def with_network(style: ResolvedStyle, network: str, network_style: str | None = None) -> ResolvedStyle:

@@ -19,6 +19,7 @@ import torch
 from . import images, storage
 from .images import IMAGE_EXTENSIONS
 from .models.checkpoints import WeightsError, load_weights_record
+from .models.network import pack_state
 from .models.network_training import NetworkTrainer, TrainConfig
 
 # scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user
@@ -107,9 +108,11 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
                         content_images: Optional[Sequence[np.ndarray]] = None,
                         config: TrainConfig = TrainConfig(), resume: bool = False,
                         init_from: Optional[str] = None, device: str = "auto", precision: str = "auto",
-                        checkpoint_every: int = 50, progress: Optional[Callable[[str], None]] = print) -> dict:
+                        checkpoint_every: int = 50, progress: Optional[Callable[[str], None]] = print,
+                        weights_precision: str = "fp16") -> dict:
     """Train one network for ``styles`` (name -> preset name or image URI) and write it to ``out``
-    (fp16, weights-only) with ``out.json`` saying how it was made. ``resume`` continues from
+    (weights-only; fp16, or int8 convolutions: ``network.pack_state``) with ``out.json`` saying how
+    it was made. ``resume`` continues from
     ``<out>.ckpt``; ``init_from`` starts from another network file's convolutions."""
     if not styles:
         raise TrainingDataError("give at least one style to train")
@@ -136,7 +139,7 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
 
     trainer.train(config.steps, checkpoint=save_checkpoint, checkpoint_every=checkpoint_every, progress=progress)
     record = export_network(trainer, out, styles=styles, content=content, init_from=init_from,
-                            n_photos=len(photos))
+                            n_photos=len(photos), weights_precision=weights_precision)
     return record
 
 
@@ -156,17 +159,17 @@ def train_house_style(style_image: str, out: str, *, steps: int, device: str = "
     """One style image -> one network at ``out``, started from the shipped presets' convolutions when
     present (a new style then mostly learns its normalisation parameters: far fewer steps), on the
     default content. Resumes from ``<out>.ckpt`` if an earlier attempt was killed."""
-    from .styles import shipped_networks_path
+    from .styles import base_network_path
 
-    init = shipped_networks_path() if storage.exists(shipped_networks_path()) else None
+    init = base_network_path() if storage.exists(base_network_path()) else None
     return train_style_network({HOUSE_STYLE_NAME: style_image}, out, config=TrainConfig(steps=steps),
                                resume=True, init_from=init, device=device, precision=precision)
 
 
 def export_network(trainer: NetworkTrainer, out: str, *, styles: Mapping[str, str], content: Optional[str],
-                   init_from: Optional[str], n_photos: int) -> dict:
+                   init_from: Optional[str], n_photos: int, weights_precision: str = "fp16") -> dict:
     return _export(trainer.state(), out, styles=styles, content=content, init_from=init_from, n_photos=n_photos,
-                   device=str(trainer.device), precision=trainer.precision)
+                   device=str(trainer.device), precision=trainer.precision, weights_precision=weights_precision)
 
 
 def export_checkpoint(out: str, **made) -> dict:
@@ -176,16 +179,18 @@ def export_checkpoint(out: str, **made) -> dict:
 
 
 def _export(state: dict, out: str, *, styles: Optional[Mapping[str, str]] = None, content: Optional[str] = None,
-            init_from: Optional[str] = None, n_photos: Optional[int] = None, device: str = "", precision: str = "") -> dict:
-    """The network file (fp16) and ``<out>.json``: how it was made."""
+            init_from: Optional[str] = None, n_photos: Optional[int] = None, device: str = "", precision: str = "",
+            weights_precision: str = "fp16") -> dict:
+    """The network file (``weights_precision``: fp16 or int8) and ``<out>.json``: how it was made."""
     net_rec = state["network"]
-    record = {**net_rec, "state_dict": {k: v.half() for k, v in net_rec["state_dict"].items()}}
+    record = {**net_rec, **pack_state(net_rec["state_dict"], weights_precision)}
     _save(record, out)
     made = {"styles": {k: storage.redact(v) for k, v in (styles or {n: n for n in net_rec["styles"]}).items()},
             "content": storage.redact(content) if content else "default (scikit-image photos + ../shared/data/photos)",
             "content_images": n_photos, "init_from": init_from, "steps": int(state["step"]),
             "train_seconds": round(float(state.get("seconds", 0.0)), 1),
-            "device": device, "precision": precision, "torch": torch.__version__,
+            "device": device, "precision": precision, "weights_precision": weights_precision,
+            "torch": torch.__version__,
             "config": state["config"], "history": state["history"][-20:]}
     storage.write_bytes(out.rsplit(".", 1)[0] + ".json", (json.dumps(made, indent=2) + "\n").encode())
     return made

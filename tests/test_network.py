@@ -74,6 +74,35 @@ def test_network_file_round_trip_is_fp16_and_weights_only(tmp_path):
     assert names == ["a", "b"] and net.n_styles == 2
 
 
+def test_int8_network_files_are_a_quarter_of_fp32_and_stylize_within_a_few_grey_levels(tmp_path):
+    torch.manual_seed(0)
+    net = StyleNetwork(1, NetworkConfig(channels=16, residual_blocks=2))
+    with torch.no_grad():  # a change of about 10 grey levels, as trained networks make, not saturation
+        torch.nn.init.normal_(net.out.weight, std=0.003)
+    save_network(net, ["a"], str(tmp_path / "fp32.pt"), storage="fp32")
+    save_network(net, ["a"], str(tmp_path / "int8.pt"), storage="int8")
+    record = torch.load(tmp_path / "int8.pt", weights_only=True)
+    convs = [k for k, v in net.state_dict().items() if v.ndim == 4]
+    assert convs and all(record["state_dict"][k].dtype == torch.int8 for k in convs)
+    assert sorted(record["scales"]) == sorted(convs)
+    assert (tmp_path / "int8.pt").stat().st_size < 0.35 * (tmp_path / "fp32.pt").stat().st_size
+    img = torch.rand(1, 3, 40, 52)
+    style = torch.tensor([0])
+    with torch.no_grad():
+        exact = net(img, style).clamp(0, 1) * 255
+        packed = load_network(str(tmp_path / "int8.pt"))[0](img, style).clamp(0, 1) * 255
+    assert not torch.equal(exact, img * 255)          # the network does change the photo
+    assert (exact - packed).abs().mean() < 1.0
+
+
+def test_int8_weights_without_their_scales_are_refused(tmp_path):
+    record = network_record(StyleNetwork(1, NetworkConfig(**TINY)), ["a"], storage="int8")
+    record["scales"].pop("out.weight")
+    torch.save(record, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="out.weight is stored as int8 but has no per-channel scale"):
+        load_network(str(tmp_path / "bad.pt"))
+
+
 def test_pickled_code_is_refused_before_it_runs(tmp_path):
     marker = tmp_path / "pwned"
 
@@ -342,20 +371,29 @@ def test_adain_outputs_have_no_frame(shipped_decoder, preset):
 
 @pytest.fixture(scope="module")
 def shipped_networks() -> str:
-    path = styles.shipped_networks_path()
-    if not os.path.exists(path):
-        pytest.skip(f"no shipped preset networks at {path} (jobs.train_network --presets)")
-    return path
+    folder = os.path.join(styles.WEIGHTS_DIR, styles.PRESET_NETWORK_DIR)
+    if not os.path.isdir(folder):
+        pytest.skip(f"no shipped preset networks under {folder} (see models/weights/README.md)")
+    return folder
 
 
-def test_every_preset_ships_a_network(shipped_networks):
-    assert sorted(load_network(shipped_networks)[1]) == presets.preset_names()
+def test_every_preset_ships_its_own_network(shipped_networks):
+    total = 0
     for name in presets.preset_names():
         style = styles.resolve_style(name)
-        assert (style.network, style.network_style) == (styles.SHIPPED_NETWORKS_REF, name)
-        assert styles.network_location(style.network) == shipped_networks
+        assert (style.network, style.network_style) == (styles.preset_network_ref(name), name)
+        path = styles.network_location(style.network)
+        assert path == os.path.join(shipped_networks, f"{name}.pt")
+        assert load_network(path)[1] == [name]
         assert registry.kind_for("fast", style).name == "network"
-    assert os.path.getsize(shipped_networks) < 25e6
+        total += os.path.getsize(path)
+    assert total + os.path.getsize(styles.base_network_path()) < 25e6
+
+
+def test_builtin_network_refs_stay_inside_the_shipped_weights():
+    with pytest.raises(styles.StyleError, match="not a shipped weights file"):
+        styles.network_location("builtin:../../secrets.pt")
+    assert styles.network_location("s3://brand/styles/brand.pt") == "s3://brand/styles/brand.pt"
 
 
 @pytest.mark.parametrize("preset", ["cyberpunk", "ukiyo", "pop"])

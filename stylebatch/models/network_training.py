@@ -265,7 +265,7 @@ class NetworkTrainer:
 
     # -- checkpoints: plain data + tensors, loadable weights-only --------------------------------
     def state(self) -> dict:
-        return {"network": network_record(self.net, self.style_names, half=False),
+        return {"network": network_record(self.net, self.style_names, storage="fp32"),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "rng": _rng_state(self.rng), "config": self.config.describe(), "history": list(self.history),
                 "seconds": self.seconds}
