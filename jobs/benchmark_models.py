@@ -115,13 +115,17 @@ def bench_fast(contents: list[np.ndarray], style_img: np.ndarray, size: int, rep
     if not preset.network:
         print("network: no shipped preset network (python -m jobs.train_network --presets)")
         return
-    record = Path(styles.network_location(preset.network)).with_suffix(".json")
-    if record.exists():
-        made = json.loads(record.read_text())
-        seconds = made.get("train_seconds") or 0
-        print(f"shipped network: {len(made.get('styles', {}))} styles, {made.get('steps')} steps, "
-              f"{seconds / 3600:.2f} h of training ({seconds / max(1, made.get('steps') or 1):.2f} s/step, "
-              f"batch {made['config']['batch']} x {made['config']['crop']} px) on {made.get('device')}")
+    # Training time per network: a preset's own network is fine-tuned from the shared base network.
+    for label, path in ((f"{preset.name}'s network", styles.network_location(preset.network)),
+                        ("shared base network", styles.base_network_path())):
+        record = Path(path).with_suffix(".json")
+        if record.exists():
+            made = json.loads(record.read_text())
+            seconds = made.get("train_seconds") or 0
+            print(f"{label}: {len(made.get('styles', {}))} style(s), {made.get('steps')} steps, "
+                  f"{seconds / 3600:.2f} h of training ({seconds / max(1, made.get('steps') or 1):.2f} s/step, "
+                  f"batch {made['config']['batch']} x {made['config']['crop']} px) on {made.get('device')}"
+                  + (f", from {Path(made['init_from']).name}" if made.get("init_from") else ""))
 
 
 # --------------------------------------------------------------------------------------------

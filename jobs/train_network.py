@@ -16,6 +16,9 @@ from dataclasses import fields
 from stylebatch.models.network_training import TrainConfig
 
 
+HOLDOUT_LABEL = "../shared/data/photos minus the evaluation's held-out photos (--holdout)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.train_network", description=__doc__.split("\n")[0])
     p.add_argument("--style", action="append", default=[], metavar="NAME=URI",
@@ -30,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-checkpoint", action="store_true",
                    help="only export <out>.ckpt as it stands to <out> (a run stopped early or still going)")
     p.add_argument("--note", default="", help="--export-checkpoint: what the content was, for the record")
-    p.add_argument("--init-from", help="start from another network file's convolutions")
+    p.add_argument("--init-from", help="start from another network file's convolutions "
+                   "(with --export-checkpoint: what the run started from, for the record)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -55,7 +59,9 @@ def main(argv=None) -> int:
     from stylebatch.train_style import export_checkpoint, train_style_network
 
     if args.export_checkpoint:
-        made = export_checkpoint(args.out, content=args.note or args.content, weights_precision=args.weights_precision)
+        made = export_checkpoint(args.out, content=args.note or args.content, init_from=args.init_from,
+                                 weights_precision=args.weights_precision,
+                        content_label=HOLDOUT_LABEL if args.holdout else None)
         print(f"exported step {made['steps']} -> {args.out}")
         return 0
 
@@ -81,7 +87,8 @@ def main(argv=None) -> int:
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
                         precision=args.precision, checkpoint_every=args.checkpoint_every,
-                        weights_precision=args.weights_precision)
+                        weights_precision=args.weights_precision,
+                        content_label=HOLDOUT_LABEL if args.holdout else None)
     print(f"wrote {args.out}")
     return 0
 

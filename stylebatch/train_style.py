@@ -109,7 +109,7 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
                         config: TrainConfig = TrainConfig(), resume: bool = False,
                         init_from: Optional[str] = None, device: str = "auto", precision: str = "auto",
                         checkpoint_every: int = 50, progress: Optional[Callable[[str], None]] = print,
-                        weights_precision: str = "fp16") -> dict:
+                        weights_precision: str = "fp16", content_label: Optional[str] = None) -> dict:
     """Train one network for ``styles`` (name -> preset name or image URI) and write it to ``out``
     (weights-only; fp16, or int8 convolutions: ``network.pack_state``) with ``out.json`` saying how
     it was made. ``resume`` continues from
@@ -138,7 +138,8 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
         _save(t.state(), ckpt)
 
     trainer.train(config.steps, checkpoint=save_checkpoint, checkpoint_every=checkpoint_every, progress=progress)
-    record = export_network(trainer, out, styles=styles, content=content, init_from=init_from,
+    # The record says what the photos were: ``content_label`` for photos handed over as pixels.
+    record = export_network(trainer, out, styles=styles, content=content_label or content, init_from=init_from,
                             n_photos=len(photos), weights_precision=weights_precision)
     return record
 
