@@ -59,9 +59,8 @@ def main(argv=None) -> int:
     from stylebatch.train_style import export_checkpoint, train_style_network
 
     if args.export_checkpoint:
-        made = export_checkpoint(args.out, content=args.note or args.content, init_from=args.init_from,
-                                 weights_precision=args.weights_precision,
-                        content_label=HOLDOUT_LABEL if args.holdout else None)
+        made = export_checkpoint(args.out, content=args.note or (HOLDOUT_LABEL if args.holdout else args.content),
+                                 init_from=args.init_from, weights_precision=args.weights_precision)
         print(f"exported step {made['steps']} -> {args.out}")
         return 0
 
