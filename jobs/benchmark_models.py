@@ -124,8 +124,9 @@ def bench_fast(contents: list[np.ndarray], style_img: np.ndarray, size: int, rep
             seconds = made.get("train_seconds") or 0
             print(f"{label}: {len(made.get('styles', {}))} style(s), {made.get('steps')} steps, "
                   f"{seconds / 3600:.2f} h of training ({seconds / max(1, made.get('steps') or 1):.2f} s/step, "
-                  f"batch {made['config']['batch']} x {made['config']['crop']} px) on {made.get('device')}"
-                  + (f", from {Path(made['init_from']).name}" if made.get("init_from") else ""))
+                  f"batch {made['config']['batch']} x {made['config']['crop']} px)"
+                  + (f" on {made['device']}" if made.get("device") else "")
+                  + (f", from {Path(made['init_from']).name}" if isinstance(made.get("init_from"), str) else ""))
 
 
 # --------------------------------------------------------------------------------------------
