@@ -13,6 +13,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from stylebatch.models.network import STORAGE
 from stylebatch.models.network_training import TrainConfig
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--weights-precision", choices=("fp16", "int8"), default="fp16",
+    p.add_argument("--weights-precision", choices=STORAGE, default="fp16",
                    help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
     for f in fields(TrainConfig):
         if f.name == "network":

@@ -112,8 +112,8 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
                         weights_precision: str = "fp16", content_label: Optional[str] = None) -> dict:
     """Train one network for ``styles`` (name -> preset name or image URI) and write it to ``out``
     (weights-only; fp16, or int8 convolutions: ``network.pack_state``) with ``out.json`` saying how
-    it was made. ``resume`` continues from
-    ``<out>.ckpt``; ``init_from`` starts from another network file's convolutions."""
+    it was made. ``resume`` continues from ``<out>.ckpt``; ``init_from`` starts from another network
+    file's convolutions."""
     if not styles:
         raise TrainingDataError("give at least one style to train")
     style_pixels = {name: load_style_image(ref) for name, ref in styles.items()}
@@ -157,7 +157,7 @@ def cached_network_uri(output: str, style_key: str, steps: int) -> str:
 
 def train_house_style(style_image: str, out: str, *, steps: int, device: str = "auto",
                       precision: str = "auto") -> dict:
-    """One style image -> one network at ``out``, started from the shipped presets' convolutions when
+    """One style image -> one network at ``out``, started from the shared base network's convolutions when
     present (a new style then mostly learns its normalisation parameters: far fewer steps), on the
     default content. Resumes from ``<out>.ckpt`` if an earlier attempt was killed."""
     from .styles import base_network_path

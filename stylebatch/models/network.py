@@ -2,7 +2,8 @@
 Transfer"), with instance normalisation (Ulyanov et al. 2016) made conditional on the style
 (Dumoulin et al. 2017, "A Learned Representation for Artistic Style"): every style shares the
 convolutions and owns only the scale/shift of each normalisation layer. A file holding one style is
-Johnson's network; the shipped presets file holds all of them in one 1.7M-parameter network.
+Johnson's network: each shipped preset has one (``weights/presets/<name>.pt``), fine-tuned from the
+shared base file that holds all nine in one 1.7M-parameter network (``weights/preset_networks.pt``).
 
 conv 9x9 -> two stride-2 convs -> residual blocks -> two nearest-upsample convs -> conv 9x9,
 reflection padding everywhere (zero padding draws dark frames along the borders). The last conv's
