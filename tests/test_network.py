@@ -234,6 +234,21 @@ def test_init_from_keeps_a_known_style_own_parameters_and_gives_a_new_one_the_me
     assert torch.equal(own["out.weight"], record["state_dict"]["out.weight"].float())
 
 
+def test_init_from_an_int8_file_starts_from_its_scaled_weights(tmp_path):
+    """The shipped presets are int8: a fine-tune from one starts from the weights the file stands for
+    (integers times their per-channel scales), not from the raw integers."""
+    net = StyleNetwork(1, NetworkConfig(**TINY))
+    torch.nn.init.normal_(net.out.weight, std=0.02)  # untrained, the last conv is all zeros
+    save_network(net, ["a"], str(tmp_path / "int8.pt"), storage="int8")
+    record = torch.load(tmp_path / "int8.pt", weights_only=True)
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], TINY_TRAIN, device="cpu",
+                             precision="fp32", init_network=record)
+    loaded, _ = load_network(str(tmp_path / "int8.pt"))
+    for k, v in loaded.state_dict().items():
+        assert torch.allclose(trainer.net.state_dict()[k], v.float()), k
+    assert not torch.allclose(trainer.net.state_dict()["out.weight"], record["state_dict"]["out.weight"].float())
+
+
 def test_learning_rate_warms_up_then_decays_to_its_final_value():
     from stylebatch.models.network_training import learning_rate
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from . import runtime
 from .losses import gram, mean_std, total_variation
-from .network import NetworkConfig, StyleNetwork, network_record
+from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
 from .vgg import load_vgg19
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -194,7 +194,8 @@ class NetworkTrainer:
         style starts from the mean of the source's."""
         source_styles = list(record.get("styles") or [])
         own = self.net.state_dict()
-        for k, v in record["state_dict"].items():
+        # As stored: an int8 file's convolutions are integers until scaled (shipped presets are int8).
+        for k, v in unpack_state(record, "the network to start from").items():
             if k not in own:
                 continue
             v = v.float()
