@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 
-from stylebatch.models.network import STORAGE
+from stylebatch.models.network import STORAGE, NetworkConfig
 from stylebatch.models.network_training import TrainConfig
 
 
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--weights-precision", choices=STORAGE, default="fp16",
                    help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
+    p.add_argument("--palette", action="store_true",
+                   help="recolour each photo to the style's colour statistics before the network (NetworkConfig.palette)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -83,7 +85,8 @@ def main(argv=None) -> int:
         content_images = [images.decode_image(p.read_bytes()) for p in datasets.training_content()]
         if not content_images:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"})
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
+                         network=asdict(NetworkConfig(palette=args.palette)))
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
                         precision=args.precision, checkpoint_every=args.checkpoint_every,

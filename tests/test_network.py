@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stylebatch import presets, styles
-from stylebatch.models import registry
+from stylebatch.models import registry, runtime
 from stylebatch.models.checkpoints import WeightsError
 from stylebatch.models.network import (NetworkConfig, NetworkStylizer, StyleNetwork, load_network, network_record,
                                        save_network)
@@ -247,6 +247,60 @@ def test_init_from_an_int8_file_starts_from_its_scaled_weights(tmp_path):
     for k, v in loaded.state_dict().items():
         assert torch.allclose(trainer.net.state_dict()[k], v.float()), k
     assert not torch.allclose(trainer.net.state_dict()["out.weight"], record["state_dict"]["out.weight"].float())
+
+
+def test_structure_term_ignores_colour_and_contrast_but_not_moved_outlines():
+    from stylebatch.models.network_training import coarse_structure
+
+    x = torch.from_numpy(photo(96, 128, 3)).permute(2, 0, 1)[None].float() / 255
+
+    def term(y):
+        return 1 - torch.nn.functional.cosine_similarity(coarse_structure(y).flatten(1),
+                                                         coarse_structure(x).flatten(1)).item()
+
+    assert term(x) == pytest.approx(0.0, abs=1e-5)
+    assert term(0.4 * x + 0.3) == pytest.approx(0.0, abs=1e-5)              # contrast and brightness
+    assert term(x[:, [2, 0, 1]] * 0.8) < term(x.roll(12, dims=-1))           # recoloured vs moved
+    assert term(x.roll(12, dims=-1)) > 0.3
+
+
+def test_structure_weight_adds_the_structure_term_to_the_loss():
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)],
+                             replace(TINY_TRAIN, structure_weight=2.0), device="cpu", precision="fp32")
+    x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
+    _, identity = trainer.loss(x, torch.zeros(1, dtype=torch.long))    # untrained: the identity
+    assert identity["structure"] == pytest.approx(0.0, abs=1e-4)
+    with torch.no_grad():
+        torch.nn.init.normal_(trainer.net.out.weight, std=0.05)
+    _, moved = trainer.loss(x, torch.zeros(1, dtype=torch.long))
+    assert moved["structure"] > 0.01
+    plain = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], TINY_TRAIN, device="cpu", precision="fp32")
+    plain.net.load_state_dict(trainer.net.state_dict())
+    _, without = plain.loss(x, torch.zeros(1, dtype=torch.long))
+    assert moved["total"] - without["total"] == pytest.approx(2.0 * moved["structure"], rel=1e-3)
+
+
+def test_a_palette_network_starts_from_its_style_colours_and_keeps_them_in_its_file(tmp_path):
+    """Untrained (the identity plus the recolouring), a palette network's output has its style's mean
+    colour, not the photo's; the statistics travel in the file (int8 too) and are set by training."""
+    style_img = np.zeros((64, 64, 3), np.uint8)
+    style_img[..., 0], style_img[..., 2] = 40, 200
+    style_img[::4] = (200, 30, 220)                      # some spread: a covariance to match
+    trainer = NetworkTrainer({"a": style_img}, [photo(60, 80, 0)],
+                             replace(TINY_TRAIN, network={**TINY, "palette": True}), device="cpu", precision="fp32")
+    from stylebatch.models.network_training import resize_longer
+    want = runtime.color_stats([resize_longer(style_img, TINY_TRAIN.style_side).permute(1, 2, 0).numpy()])[0]
+    assert torch.allclose(trainer.net.palette_mean[0], want)
+    save_network(trainer.net, ["a"], str(tmp_path / "p.pt"), storage="int8")
+    net, _ = load_network(str(tmp_path / "p.pt"))
+    assert torch.allclose(net.palette_mean[0], want, atol=1e-3)
+    img = photo(48, 64, 5)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = net(x, torch.zeros(1, dtype=torch.long)).clamp(0, 1)
+    got = y.mean((0, 2, 3))
+    assert (got - want).abs().max() < 0.03
+    assert (x.mean((0, 2, 3)) - want).abs().max() > 0.2  # the photo's own colours were far from it
 
 
 def test_learning_rate_warms_up_then_decays_to_its_final_value():

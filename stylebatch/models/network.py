@@ -41,6 +41,7 @@ class NetworkConfig:
 
     channels: int = 32          # after the first conv; doubled by each of the two downsamplings
     residual_blocks: int = 5
+    palette: bool = False       # first recolour the photo to its style's RGB mean/covariance (``recolour``)
 
     @property
     def multiple(self) -> int:
@@ -112,8 +113,29 @@ class StyleNetwork(nn.Module):
         self.out = nn.Conv2d(c, 3, 9)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if config.palette:  # each style's colour statistics (runtime.color_stats), set by its training
+            self.register_buffer("palette_mean", torch.full((n_styles, 3), 0.5))
+            self.register_buffer("palette_cov", torch.eye(3).repeat(n_styles, 1, 1) * 0.05)
+
+    def set_palette(self, index: int, stats: tuple[torch.Tensor, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.palette_mean[index] = stats[0]
+            self.palette_cov[index] = stats[1]
+
+    def recolour(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Without ``palette``, the photo. With it, each photo moved to its style's colour mean and
+        covariance (one affine map of RGB, ``runtime.match_color``): the network then starts from the
+        style's palette and learns the texture, where a residual network started from the photo kept
+        the photo's colours in flat regions (an orange suit stayed orange in the ukiyo preset)."""
+        if not self.config.palette:
+            return x
+        with torch.autocast(x.device.type, enabled=False):  # colours in fp32: bf16 is ~1 grey level off
+            return torch.cat([runtime.match_color(x[i:i + 1].float(), (self.palette_mean[s].float(),
+                                                                       self.palette_cov[s].float())).to(x.dtype)
+                              for i, s in enumerate(style.tolist())])
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        x = self.recolour(x, style)
         padded, (h, w) = runtime.pad_to_multiple(x, self.config.multiple, min_size=8)
         # The layers run in the weights' dtype (bf16 weights skip autocast's per-call casts); the
         # photo is added back at the input's precision (bf16 would cost two grey levels).

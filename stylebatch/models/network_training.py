@@ -54,6 +54,7 @@ class TrainConfig:
     style_weight: float = 1.0       # Gram term (Gatys)
     moment_weight: float = 1.0      # channel mean/std term (Huang & Belongie), relu1_1..relu4_1
     tv_weight: float = 0.1          # mean absolute neighbour difference, [0, 1] pixels
+    structure_weight: float = 0.0   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig()))
 
@@ -70,6 +71,19 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
         return cfg.lr * warm
     done = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr_final + (cfg.lr - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+_LUMA = (0.299, 0.587, 0.114)
+_LAPLACE = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+def coarse_structure(x: torch.Tensor, pool: int = 4) -> torch.Tensor:
+    """The Laplacian of the luminance after ``pool``x``pool`` averaging (Li et al.'s Lapstyle): the
+    photo's outlines at the scale of objects and faces. A target for it keeps them while leaving
+    colour (luminance only) and texture finer than ``pool`` px (averaged away) to the style."""
+    y = (x.float() * x.new_tensor(_LUMA).float().view(1, 3, 1, 1)).sum(1, keepdim=True)
+    y = F.pad(F.avg_pool2d(y, pool), (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(y, y.new_tensor(_LAPLACE).view(1, 1, 3, 3))
 
 
 def resize_shorter(img: np.ndarray, side: int) -> torch.Tensor:
@@ -133,6 +147,9 @@ class NetworkTrainer:
             self.net = StyleNetwork(len(self.style_names), NetworkConfig(**config.network)).to(self.device)
         if init_network is not None:
             self._init_from(init_network)
+        if self.net.config.palette:
+            for i, img in enumerate(styles.values()):
+                self.net.set_palette(i, runtime.color_stats([resize_longer(img, config.style_side).permute(1, 2, 0).numpy()]))
         self.net.to(memory_format=torch.channels_last)
         # beta2 0.99 and a warmup: with Adam's default 0.999 the large gradients of the first steps
         # (the style loss starts far from its target) keep the step size tiny for ~1000 steps, and
@@ -210,7 +227,8 @@ class NetworkTrainer:
     def loss(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         with torch.no_grad(), runtime.autocast(self.device, self.precision):
-            target = self.vgg(x, [cfg.content_layer])[cfg.content_layer].float()
+            # With a palette network the content to keep is the recoloured photo: the colours are the style's.
+            target = self.vgg(self.net.recolour(x, style), [cfg.content_layer])[cfg.content_layer].float()
         with runtime.autocast(self.device, self.precision):
             y = self.net(x, style)
             feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
@@ -219,13 +237,19 @@ class NetworkTrainer:
         fractions = (self._style_errors(feats, style) / self.baselines[style]).mean(0)  # gaps still open
         style_loss = cfg.style_weight * fractions[0] + cfg.moment_weight * fractions[1]
         tv = total_variation(y.float())
+        structure = torch.zeros((), device=y.device)
+        if cfg.structure_weight:
+            # 1 - cosine of the two Laplacians: where the outlines are, not how strong (a style may
+            # raise or lower the contrast).
+            structure = 1.0 - F.cosine_similarity(coarse_structure(y).flatten(1), coarse_structure(x).flatten(1),
+                                                  dim=1, eps=1e-6).mean()
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
-                 + 10.0 * out_of_range)
+                 + cfg.structure_weight * structure + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
                        "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
-                       "total": float(total.detach())}
+                       "structure": float(structure.detach()), "total": float(total.detach())}
 
     def train_step(self) -> dict[str, float]:
         cfg = self.config
@@ -259,7 +283,8 @@ class NetworkTrainer:
                 rate = (time.monotonic() - start) / (self.step - start_step)
                 if progress:
                     progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style gap open: Gram "
-                             f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g})  "
+                             f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g}"
+                             + (f"; structure {mean['structure']:.3f}" if self.config.structure_weight else "") + ")  "
                              f"{rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
             if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
                 checkpoint(self)
