@@ -17,7 +17,8 @@ from stylebatch.models.network import STORAGE, NetworkConfig
 from stylebatch.models.network_training import TrainConfig
 
 
-HOLDOUT_LABEL = "../shared/data/photos minus the evaluation's held-out photos (--holdout)"
+HOLDOUT_LABEL = ("../shared/data/photos minus the evaluation's held-out photos, plus Debian mate-backgrounds' "
+                 "nature photos when installed (--holdout)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content", help="folder, S3 prefix or Parquet manifest of content photos "
                    "(default: scikit-image's photos + ../shared/data/photos)")
     p.add_argument("--holdout", action="store_true",
-                   help="train on ../shared photos minus the evaluation's held-out ones (for the shipped network)")
+                   help="train on ../shared photos minus the evaluation's held-out ones, plus Debian mate-backgrounds' "
+                   "nature photos when installed (apt-get install mate-backgrounds; for the shipped networks)")
     p.add_argument("-o", "--out", required=True, help="network file to write (local or s3://)")
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
     p.add_argument("--export-checkpoint", action="store_true",
