@@ -303,6 +303,20 @@ def test_a_palette_network_starts_from_its_style_colours_and_keeps_them_in_its_f
     assert (x.mean((0, 2, 3)) - want).abs().max() > 0.2  # the photo's own colours were far from it
 
 
+def test_a_palette_network_recolours_each_sample_to_its_own_style():
+    net = StyleNetwork(2, NetworkConfig(**TINY, palette=True))
+    net.set_palette(0, (torch.tensor([0.8, 0.2, 0.2]), torch.eye(3) * 0.01))
+    net.set_palette(1, (torch.tensor([0.1, 0.3, 0.7]), torch.eye(3) * 0.02))
+    x = torch.from_numpy(photo(40, 48, 2)).permute(2, 0, 1)[None].float().div(255).repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        y = net(x, torch.tensor([1, 0]))
+    assert torch.allclose(y[0].mean((1, 2)), torch.tensor([0.1, 0.3, 0.7]), atol=0.02)
+    assert torch.allclose(y[1].mean((1, 2)), torch.tensor([0.8, 0.2, 0.2]), atol=0.02)
+    plain = StyleNetwork(2, NetworkConfig(**TINY))
+    assert not any("palette" in k for k in plain.state_dict())        # older files stay loadable as they are
+    assert torch.equal(plain(x, torch.tensor([1, 0])), x)
+
+
 def test_learning_rate_warms_up_then_decays_to_its_final_value():
     from stylebatch.models.network_training import learning_rate
 
