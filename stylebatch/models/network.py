@@ -12,6 +12,11 @@ Gatys's optimisation started from the photo, training moves from the photo towar
 photo's structure is there from the first step, instead of having to be rebuilt from a blur (on 2
 CPU cores that is the difference between recognisable faces after minutes and after hours).
 
+A *palette* network (``NetworkConfig.palette``) first moves the photo to its style's RGB mean and
+covariance (one affine map per image, ``runtime.match_color``; the style's statistics are buffers in
+the file) and learns the texture on top: started from the photo itself, the residual kept the
+photo's colours in flat regions and the outputs looked washed out next to the style.
+
 A network file is a weights-only torch.save of ``{"format", "styles", "config", "state_dict"}``
 (plus ``"scales"`` when its convolution weights are stored as int8): plain strings, numbers and
 tensors, so loading it never runs pickled code.
