@@ -317,6 +317,17 @@ def test_a_palette_network_recolours_each_sample_to_its_own_style():
     assert torch.equal(plain(x, torch.tensor([1, 0])), x)
 
 
+def test_a_palette_network_stylizes_a_one_pixel_image():
+    """One pixel has no covariance: it is recoloured as flat, not turned into NaN (the bad-input
+    corpus has a 1x1 image, and a catalog row must not fail for it)."""
+    net = StyleNetwork(1, NetworkConfig(**TINY, palette=True))
+    net.set_palette(0, (torch.tensor([0.8, 0.2, 0.2]), torch.eye(3) * 0.01))
+    with torch.no_grad():
+        y = net(torch.full((1, 3, 1, 1), 0.5), torch.zeros(1, dtype=torch.long))
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y.flatten(), torch.tensor([0.8, 0.2, 0.2]), atol=1e-3)
+
+
 def test_learning_rate_warms_up_then_decays_to_its_final_value():
     from stylebatch.models.network_training import learning_rate
 

@@ -149,7 +149,9 @@ def match_color(content: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]
     x = content.float().permute(0, 2, 3, 1).reshape(content.shape[0], -1, 3)
     out = []
     for xi in x:
-        mu_c, cov_c = xi.mean(0), torch.cov(xi.T) + eye
+        # One pixel has no covariance (torch.cov gives NaN): treat it as flat.
+        cov_c = (torch.cov(xi.T) if xi.shape[0] > 1 else torch.zeros(3, 3, device=xi.device)) + eye
+        mu_c = xi.mean(0)
         matched = (xi - mu_c) @ (_sqrtm(cov_c, -0.5) @ _sqrtm(cov_s + eye, 0.5)) + mu_s
         out.append(strength * matched + (1.0 - strength) * xi)
     n, _, h, w = content.shape
