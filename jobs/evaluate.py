@@ -44,7 +44,7 @@ from jobs import datasets
 from stylebatch import presets, styles as style_lookup
 from stylebatch import report as run_report
 from stylebatch.images import decode_image
-from stylebatch.models import losses, registry
+from stylebatch.models import losses, registry, runtime
 from stylebatch.models.losses import gram, mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
 
@@ -78,13 +78,12 @@ def load_resized(path: Path, longer_side: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 def edge_map(img: np.ndarray, border: int = 4) -> torch.Tensor:
     """Sobel gradient magnitude of the luminance at half size, ``border`` px cut, flattened."""
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0
-    y = (x * _LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    y = (x * runtime.RGB_TO_Y.view(1, 3, 1, 1)).sum(1, keepdim=True)
     y = torch.nn.functional.interpolate(y, scale_factor=0.5, mode="area")
     gx = torch.nn.functional.conv2d(y, _SOBEL_X[None, None])
     gy = torch.nn.functional.conv2d(y, _SOBEL_X.t()[None, None])

@@ -73,7 +73,6 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_final + (cfg.lr - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * done))
 
 
-_LUMA = (0.299, 0.587, 0.114)
 _LAPLACE = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
@@ -81,7 +80,7 @@ def coarse_structure(x: torch.Tensor, pool: int = 4) -> torch.Tensor:
     """The Laplacian of the luminance after ``pool``x``pool`` averaging (Li et al.'s Lapstyle): the
     photo's outlines at the scale of objects and faces. A target for it keeps them while leaving
     colour (luminance only) and texture finer than ``pool`` px (averaged away) to the style."""
-    y = (x.float() * x.new_tensor(_LUMA).float().view(1, 3, 1, 1)).sum(1, keepdim=True)
+    y = (x.float() * runtime.RGB_TO_Y.to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     y = F.pad(F.avg_pool2d(y, pool), (1, 1, 1, 1), mode="replicate")
     return F.conv2d(y, y.new_tensor(_LAPLACE).view(1, 1, 3, 3))
 

@@ -108,13 +108,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 8, min_size: int = 16) -> t
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
-_RGB_TO_Y = torch.tensor([0.299, 0.587, 0.114])
+RGB_TO_Y = torch.tensor([0.299, 0.587, 0.114])  # luminance weights (Rec. 601)
 
 
 def keep_content_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Luminance-only transfer (Gatys et al., 'Preserving Color in Neural Artistic Style Transfer'):
     the stylized luminance with the content's chrominance."""
-    w = _RGB_TO_Y.to(stylized.device, stylized.dtype).view(1, 3, 1, 1)
+    w = RGB_TO_Y.to(stylized.device, stylized.dtype).view(1, 3, 1, 1)
     y_out = (stylized * w).sum(1, keepdim=True)
     y_in = (content * w).sum(1, keepdim=True)
     return (content - y_in + y_out).clamp(0, 1)
