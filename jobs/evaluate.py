@@ -184,7 +184,8 @@ class Runner:
             return content
         kind = {"network": "network", "adain": "adain", "premium": "gatys"}[method]
         if kind == "network" and not getattr(style, "network", None):
-            raise SystemExit(f"style {style.name!r} has no trained network (network scores presets: --set presets)")
+            raise SystemExit(f"style {style.name!r} has no trained network (--set presets, or --set paintings "
+                             f"with --network FOLDER holding {Path(style.name).stem}.pt)")
         return self.model(kind).stylize([content], style, alpha=1.0)[0]
 
     def describe(self) -> dict:
@@ -296,7 +297,9 @@ def main(argv=None) -> dict:
     p.add_argument("--precision", default="auto", help="precision of the stylizers (metrics are always fp32)")
     p.add_argument("--encoder-weights", help="pytorch-AdaIN vgg_normalised.pth (with --decoder-weights)")
     p.add_argument("--network", help="--set presets: networks to score instead of the shipped ones: one file holding "
-                   "the presets, or a folder of <preset>.pt files (as jobs.train_network --style NAME=NAME writes)")
+                   "the presets, or a folder of <preset>.pt files (as jobs.train_network --style NAME=NAME writes); "
+                   "--set paintings: a folder of <painting stem>.pt house-style networks (paintings without one "
+                   "have no network)")
     p.add_argument("--decoder-weights", help="decoder to evaluate instead of the shipped one (one exported by "
                    "jobs.train_decoder needs no --encoder-weights)")
     p.add_argument("--seed", type=int, default=0)
@@ -326,6 +329,13 @@ def main(argv=None) -> dict:
         styles = {s.name: load_resized(s, STYLE_SIZE) for s in datasets.holdout_styles()}
         style_specs = {k: style_lookup.ResolvedStyle(name=k, key=f"eval:{k}", images=(v,), weights=(1.0,))
                        for k, v in styles.items()}
+        if args.network:  # house-style networks trained for held-out paintings: <folder>/<painting stem>.pt
+            folder = Path(args.network)
+            if not folder.is_dir():
+                sys.exit(f"--network {folder}: with --set paintings, a folder of <painting stem>.pt files")
+            style_specs = {k: (style_lookup.with_network(st, str(folder / f"{Path(k).stem}.pt"))
+                               if (folder / f"{Path(k).stem}.pt").exists() else st)
+                           for k, st in style_specs.items()}
     if args.styles:
         wanted = [x.strip() for x in args.styles.split(",") if x.strip()]
         unknown = sorted(set(wanted) - set(styles))
