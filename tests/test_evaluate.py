@@ -142,3 +142,25 @@ def test_no_held_out_images_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "SHARED_DATA", tmp_path / "empty")
     with pytest.raises(SystemExit, match="no held-out images"):
         evaluate.main(["--methods", "baseline", "--out", str(tmp_path / "eval")])
+
+
+@pytest.mark.heavy
+def test_paintings_set_scores_a_house_style_network_per_painting(holdout, tmp_path):
+    """--set paintings --network FOLDER: a painting with FOLDER/<stem>.pt is run by that network (any
+    one-style network file); a painting without one is a clear error naming the file it looked for."""
+    from stylebatch import styles
+
+    nets = tmp_path / "nets"
+    nets.mkdir()
+    shutil.copy(styles.network_location(styles.preset_network_ref("ink")), nets / f"{Path(STYLES[0]).stem}.pt")
+    args = ["--set", "paintings", "--methods", "baseline,network", "--size", "48", "--precision", "fp32",
+            "--threads", "1", "--network", str(nets)]
+    report = evaluate.main(args + ["--styles", STYLES[0], "--out", str(tmp_path / "a")])
+    assert [(r["content"], r["style"]) for r in report["pairs"]] == [(c, STYLES[0]) for c in CONTENTS]
+    for row in report["pairs"]:
+        assert row["methods"]["network"]["content"] > 0.0  # the network changed the photo
+        assert (tmp_path / "a" / "outputs" / "network" / f"{Path(row['content']).stem}__{Path(STYLES[0]).stem}.jpg").exists()
+    with pytest.raises(SystemExit, match=f"{Path(STYLES[1]).stem}.pt"):
+        evaluate.main(args + ["--styles", STYLES[1], "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="a folder of <painting stem>.pt"):
+        evaluate.main(args[:-1] + [str(nets / f"{Path(STYLES[0]).stem}.pt"), "--out", str(tmp_path / "c")])
