@@ -24,6 +24,9 @@ under --cache (keyed by photo, style, size and iterations), so a rerun only pays
 Acceptance, as ratios to gatys100's means: network and adain style <= 1.5x, content <= 1.5x,
 structure >= 0.8x; premium style <= 1.0x, content <= 1.0x, structure >= 1.0x in no more time.
 
+``--encode jpeg:90`` scores each output as the job delivers it (encoded, decoded again): Gatys's
+fine detail is partly lost in a JPEG, so its style loss rises more than a network's.
+
 Writes ``evaluate.json`` (per pair, per method, summary) after every pair, contact sheets
 ``contact_<method>.png`` and the outputs themselves under ``outputs/<method>/``.
 """
@@ -43,6 +46,7 @@ from PIL import Image
 from jobs import datasets
 from stylebatch import presets, styles as style_lookup
 from stylebatch import report as run_report
+from stylebatch import images
 from stylebatch.images import decode_image
 from stylebatch.models import losses, registry, runtime
 from stylebatch.models.losses import gram, mean_std
@@ -272,6 +276,20 @@ def contact_sheet(contents: dict[str, np.ndarray], styles: dict[str, np.ndarray]
 # Main
 # ---------------------------------------------------------------------------------------------
 
+def parse_encoding(text: str) -> tuple[str, int]:
+    """'jpeg:90' -> ('jpeg', 90); the quality defaults to the job's (90)."""
+    fmt, _, quality = text.partition(":")
+    try:
+        images.output_format(fmt)
+        q = int(quality or 90)
+    except (KeyError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"expected FORMAT[:QUALITY] with FORMAT one of "
+                                         f"{', '.join(images.OUTPUT_FORMATS)} and QUALITY 1..100, got {text!r}") from exc
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be within 1..100, got {q}")
+    return fmt, q
+
+
 def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -302,6 +320,9 @@ def main(argv=None) -> dict:
                    "have no network)")
     p.add_argument("--decoder-weights", help="decoder to evaluate instead of the shipped one (one exported by "
                    "jobs.train_decoder needs no --encoder-weights)")
+    p.add_argument("--encode", type=parse_encoding, metavar="FORMAT[:QUALITY]",
+                   help="score every output as the job delivers it: encoded and decoded again (e.g. jpeg:90, "
+                   "the job's default; the raw pixels otherwise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
@@ -370,6 +391,8 @@ def main(argv=None) -> dict:
         row = {"content": c, "style": s, "size": list(contents[c].shape[:2]), "methods": {}}
         for method in args.methods:
             out, seconds = runner.run(method, contents[c], style_specs[s], f"{Path(c).stem}__{Path(s).stem}")
+            if args.encode:
+                out = np.asarray(decode_image(images.encode_image(out, *args.encode)))
             if out.shape != contents[c].shape:
                 raise RuntimeError(f"{method} returned {out.shape} for a {contents[c].shape} input")
             scores = scorer.score(out, content_feats[c], style_targets[s])

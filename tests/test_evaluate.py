@@ -164,3 +164,20 @@ def test_paintings_set_scores_a_house_style_network_per_painting(holdout, tmp_pa
         evaluate.main(args + ["--styles", STYLES[1], "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="a folder of <painting stem>.pt"):
         evaluate.main(args[:-1] + [str(nets / f"{Path(STYLES[0]).stem}.pt"), "--out", str(tmp_path / "c")])
+
+
+@pytest.mark.heavy
+def test_encode_scores_what_the_job_delivers(holdout, tmp_path):
+    """--encode jpeg:Q scores outputs after a round trip through the encoder: even the photo itself
+    then has a content loss, more so at a low quality; a bad value is refused by name."""
+    args = ["--methods", "baseline", "--size", "48", "--limit-pairs", "1", "--precision", "fp32", "--threads", "1"]
+    raw = evaluate.main(args + ["--out", str(tmp_path / "raw")])["pairs"][0]["methods"]["baseline"]
+    q90 = evaluate.main(args + ["--out", str(tmp_path / "q90"), "--encode", "jpeg:90"])["pairs"][0]["methods"]["baseline"]
+    q10 = evaluate.main(args + ["--out", str(tmp_path / "q10"), "--encode", "jpg:10"])["pairs"][0]["methods"]["baseline"]
+    assert raw["content"] == 0.0 and raw["structure"] == pytest.approx(1.0)
+    assert 0.0 < q90["content"] < q10["content"]
+    assert q10["structure"] < q90["structure"] <= 1.0
+    assert evaluate.parse_encoding("png") == ("png", 90)
+    for bad in ("gif:90", "jpeg:0", "jpeg:high"):
+        with pytest.raises(SystemExit):
+            evaluate.main(args + ["--out", str(tmp_path / "bad"), "--encode", bad])
