@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--weights-precision", choices=STORAGE, default="fp16",
                    help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
-    p.add_argument("--palette", action="store_true",
+    p.add_argument("--palette", action=argparse.BooleanOptionalAction, default=TrainConfig().network["palette"],
                    help="recolour each photo to the style's colour statistics before the network (NetworkConfig.palette)")
     for f in fields(TrainConfig):
         if f.name == "network":

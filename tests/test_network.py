@@ -331,7 +331,7 @@ def test_a_palette_network_stylizes_a_one_pixel_image():
 def test_learning_rate_warms_up_then_decays_to_its_final_value():
     from stylebatch.models.network_training import learning_rate
 
-    constant = TrainConfig(steps=100, lr=2e-3, warmup_steps=10)
+    constant = TrainConfig(steps=100, lr=2e-3, warmup_steps=10, lr_final=None)
     assert learning_rate(constant, 0) == pytest.approx(2e-4)
     assert [learning_rate(constant, s) for s in (9, 50, 99)] == pytest.approx([2e-3] * 3)
     decaying = replace(constant, lr_final=1e-4)
@@ -528,6 +528,13 @@ def test_styles_train_command_writes_a_network_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "step 2/2" in first.stderr and "ETA" in first.stderr
     assert load_network(str(out))[1] == ["brand"]
+    # By default a palette network: from its first steps it paints a photo in the brand image's colours.
+    photo = np.asarray(Image.open(tmp_path / "photos" / "p0.jpg").convert("RGB"))
+    style = styles.with_network(styles.resolve_style(str(tmp_path / "brand.png")), str(out))
+    painted = NetworkStylizer(device="cpu", precision="fp32").stylize([photo], style)[0]
+    brand = presets.preset_image("pop").reshape(-1, 3).mean(0)
+    assert (np.abs(painted.reshape(-1, 3).mean(0) - brand).max()
+            < 0.5 * np.abs(photo.reshape(-1, 3).mean(0) - brand).max())
     more = run_cli(*args, "--steps", "3", "--resume")
     assert more.returncode == 0, more.stderr
     assert "resuming" in more.stderr and "at step 2" in more.stderr and "step 3/3" in more.stderr
