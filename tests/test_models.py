@@ -369,7 +369,8 @@ def test_pytorch_adain_decoder_needs_its_encoder(pytorch_adain_files):
 def test_pytorch_adain_full_forward_matches_stylize(pytorch_adain_files):
     enc, dec, enc_path, dec_path = pytorch_adain_files
     content, style_img = photo(48, 64, seed=63), painting(64, 64, seed=12)
-    model = AdaINStylizer(encoder_weights=enc_path, decoder_weights=dec_path, precision="fp32")
+    # Without the palette step (a colour map after decoding), stylize is pytorch-AdaIN's forward.
+    model = AdaINStylizer(encoder_weights=enc_path, decoder_weights=dec_path, precision="fp32", palette_strength=0.0)
     out = model.stylize([content], StyleSpec("pytorch-adain", (style_img,)))[0]
 
     to01 = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
@@ -618,3 +619,23 @@ def test_train_decoder_init_from_errors_are_clear(tmp_path, training_data):
     assert "is not a train_decoder checkpoint" in _train_fails(training_data, run, "--init-from", str(junk))
     assert "give one" in _train_fails(training_data, run, "--init-from", str(junk), "--resume")
     assert not (run / "checkpoint.pt").exists()
+
+
+def test_adain_output_takes_the_style_palette_half_way(shipped_decoder):
+    """After decoding, each output moves half way to the style's RGB mean and covariance: the decoder
+    alone washes colours towards grey-blue. Strength 0 is the plain decoder; alpha scales it too."""
+    content = photo(64, 80, seed=41)
+    style_img = np.zeros((64, 64, 3), np.uint8)
+    style_img[..., 0] = np.tile(np.linspace(120, 250, 64, dtype=np.uint8), (64, 1))  # reds and oranges
+    style_img[..., 1] = 60
+    style = StyleSpec("palette-style", (style_img,))
+    plain = AdaINStylizer(precision="fp32", palette_strength=0.0).stylize([content], style)[0]
+    model = AdaINStylizer(precision="fp32")
+    out = model.stylize([content], style)[0]
+    want = style_img.reshape(-1, 3).mean(0)
+    gap = lambda img: np.abs(img.reshape(-1, 3).astype(float).mean(0) - want)  # noqa: E731
+    assert gap(out).sum() < 0.75 * gap(plain).sum(), (gap(out), gap(plain))
+    assert out.reshape(-1, 3).mean(0)[0] > plain.reshape(-1, 3).mean(0)[0] + 10  # redder
+    np.testing.assert_array_equal(model.stylize([content], style, alpha=0.0)[0], model.reconstruct([content])[0])
+    with pytest.raises(ValueError, match="palette_strength must be in"):
+        AdaINStylizer(precision="fp32", palette_strength=1.5)
