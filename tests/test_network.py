@@ -274,7 +274,8 @@ def test_structure_weight_adds_the_structure_term_to_the_loss():
         torch.nn.init.normal_(trainer.net.out.weight, std=0.05)
     _, moved = trainer.loss(x, torch.zeros(1, dtype=torch.long))
     assert moved["structure"] > 0.01
-    plain = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], TINY_TRAIN, device="cpu", precision="fp32")
+    plain = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], replace(TINY_TRAIN, structure_weight=0.0),
+                           device="cpu", precision="fp32")
     plain.net.load_state_dict(trainer.net.state_dict())
     _, without = plain.loss(x, torch.zeros(1, dtype=torch.long))
     assert moved["total"] - without["total"] == pytest.approx(2.0 * moved["structure"], rel=1e-3)
