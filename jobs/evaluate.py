@@ -47,6 +47,7 @@ from jobs import datasets
 from stylebatch import presets, styles as style_lookup
 from stylebatch import report as run_report
 from stylebatch import images
+from stylebatch.config import JobConfig
 from stylebatch.images import decode_image
 from stylebatch.models import losses, registry, runtime
 from stylebatch.models.losses import gram, mean_std
@@ -277,12 +278,12 @@ def contact_sheet(contents: dict[str, np.ndarray], styles: dict[str, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 
 def parse_encoding(text: str) -> tuple[str, int]:
-    """'jpeg:90' -> ('jpeg', 90); the quality defaults to the job's (90)."""
+    """'jpeg:90' -> ('jpeg', 90); the quality defaults to the job's (``JobConfig.output_quality``)."""
     fmt, _, quality = text.partition(":")
     try:
         images.output_format(fmt)
-        q = int(quality or 90)
-    except (KeyError, ValueError) as exc:
+        q = int(quality or JobConfig.output_quality)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected FORMAT[:QUALITY] with FORMAT one of "
                                          f"{', '.join(images.OUTPUT_FORMATS)} and QUALITY 1..100, got {text!r}") from exc
     if not 1 <= q <= 100:
@@ -354,8 +355,8 @@ def main(argv=None) -> dict:
             folder = Path(args.network)
             if not folder.is_dir():
                 sys.exit(f"--network {folder}: with --set paintings, a folder of <painting stem>.pt files")
-            style_specs = {k: (style_lookup.with_network(st, str(folder / f"{Path(k).stem}.pt"))
-                               if (folder / f"{Path(k).stem}.pt").exists() else st)
+            files = {k: folder / f"{Path(k).stem}.pt" for k in style_specs}
+            style_specs = {k: style_lookup.with_network(st, str(files[k])) if files[k].exists() else st
                            for k, st in style_specs.items()}
     if args.styles:
         wanted = [x.strip() for x in args.styles.split(",") if x.strip()]
