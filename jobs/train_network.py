@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
     p.add_argument("--palette", action=argparse.BooleanOptionalAction, default=TrainConfig().network["palette"],
                    help="recolour each photo to the style's colour statistics before the network (NetworkConfig.palette)")
+    p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=TrainConfig().network.get("skip", False),
+                   help="a second output conv from the first layer's full-resolution features (NetworkConfig.skip)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
         if not content_images:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
-                         network=asdict(NetworkConfig(palette=args.palette)))
+                         network=asdict(NetworkConfig(palette=args.palette, skip=args.skip)))
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
                         precision=args.precision, checkpoint_every=args.checkpoint_every,

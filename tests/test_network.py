@@ -249,6 +249,26 @@ def test_init_from_an_int8_file_starts_from_its_scaled_weights(tmp_path):
     assert not torch.allclose(trainer.net.state_dict()["out.weight"], record["state_dict"]["out.weight"].float())
 
 
+def test_a_skip_network_starts_as_the_network_it_is_fine_tuned_from_and_learns_its_skip(tmp_path):
+    """NetworkConfig.skip adds a zero-initialised output conv: fine-tuned from a file without one,
+    the network first gives that file's outputs exactly, then training moves the skip conv."""
+    source = tiny_network_file(tmp_path / "src.pt", ("a",))
+    record = torch.load(source, weights_only=True)
+    cfg = replace(TINY_TRAIN, network={**TINY, "skip": True})
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
+                             init_network=record)
+    plain, _ = load_network(str(source))
+    x = torch.rand(1, 3, 40, 52)
+    with torch.no_grad():
+        assert torch.allclose(trainer.net(x, torch.tensor([0])), plain(x, torch.tensor([0])), atol=1e-4)
+    assert float(trainer.net.skip_out.weight.abs().max()) == 0.0
+    trainer.train(2, progress=None)
+    assert float(trainer.net.skip_out.weight.abs().max()) > 0.0
+    save_network(trainer.net, ["a"], str(tmp_path / "skip.pt"))
+    loaded, _ = load_network(str(tmp_path / "skip.pt"))
+    assert loaded.config.skip and torch.allclose(loaded.skip_out.weight, trainer.net.skip_out.weight, atol=1e-3)
+
+
 def test_structure_term_ignores_colour_and_contrast_but_not_moved_outlines():
     from stylebatch.models.network_training import coarse_structure
 

@@ -17,6 +17,12 @@ covariance (one affine map per image, ``runtime.match_color``; the style's stati
 the file) and learns the texture on top: started from the photo itself, the residual kept the
 photo's colours in flat regions and the outputs looked washed out next to the style.
 
+A *skip* network (``NetworkConfig.skip``) adds a second output conv fed by the first layer's
+full-resolution features: the rest of the network sees the photo only through two downsamplings, so
+it could paint texture over the photo's fine detail (fur, grain) but not remove it, where Gatys
+flattens such regions into the style's shapes. It starts at zero, so fine-tuning a file without it
+starts from that file's outputs.
+
 A network file is a weights-only torch.save of ``{"format", "styles", "config", "state_dict"}``
 (plus ``"scales"`` when its convolution weights are stored as int8): plain strings, numbers and
 tensors, so loading it never runs pickled code.
@@ -47,6 +53,7 @@ class NetworkConfig:
     channels: int = 32          # after the first conv; doubled by each of the two downsamplings
     residual_blocks: int = 5
     palette: bool = False       # first recolour the photo to its style's RGB mean/covariance (``recolour``)
+    skip: bool = False          # a second output conv from the first layer's full-resolution features
 
     @property
     def multiple(self) -> int:
@@ -118,6 +125,13 @@ class StyleNetwork(nn.Module):
         self.out = nn.Conv2d(c, 3, 9)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if config.skip:
+            # The output side sees the photo only through two downsamplings, so it cannot remove the
+            # photo's fine detail where a style paints flat areas; a conv from the first layer's
+            # full-resolution features can. Zero at first: a file without it loads as the same network.
+            self.skip_out = nn.Conv2d(c, 3, 9)
+            nn.init.zeros_(self.skip_out.weight)
+            nn.init.zeros_(self.skip_out.bias)
         if config.palette:  # each style's colour statistics (runtime.color_stats), set by its training
             self.register_buffer("palette_mean", torch.full((n_styles, 3), 0.5))
             self.register_buffer("palette_cov", torch.eye(3).repeat(n_styles, 1, 1) * 0.05)
@@ -144,10 +158,13 @@ class StyleNetwork(nn.Module):
         padded, (h, w) = runtime.pad_to_multiple(x, self.config.multiple, min_size=8)
         # The layers run in the weights' dtype (bf16 weights skip autocast's per-call casts); the
         # photo is added back at the input's precision (bf16 would cost two grey levels).
-        y = padded.to(self.out.weight.dtype)
-        for layer in (*self.down, *self.residuals, *self.up):
+        y = first = self.down[0](padded.to(self.out.weight.dtype), style)
+        for layer in (*self.down[1:], *self.residuals, *self.up):
             y = layer(y, style)
-        y = padded + self.out(F.pad(y, (4, 4, 4, 4), mode="reflect")).to(padded.dtype)
+        change = self.out(F.pad(y, (4, 4, 4, 4), mode="reflect"))
+        if self.config.skip:
+            change = change + self.skip_out(F.pad(first, (4, 4, 4, 4), mode="reflect"))
+        y = padded + change.to(padded.dtype)
         return y[..., :h, :w]
 
 
