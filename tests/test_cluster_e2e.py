@@ -34,26 +34,33 @@ WORKER_NODES = 2
 N_IMAGES = 16
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
+def _free_ports(n: int, taken: set[int]) -> list[int]:
+    """n free ports, none in ``taken`` (ports handed out earlier that nothing listens on yet: a
+    worker range picked later could otherwise overlap the dashboard's, and ``ray start`` refuses);
+    they are added to it."""
+    socks, ports = [], []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            if s.getsockname()[1] not in taken:
+                ports.append(s.getsockname()[1])
     finally:
         for s in socks:
             s.close()
+    taken.update(ports)
+    return ports
 
 
-def _free_port_range(width: int) -> int:
-    """First port of ``width`` consecutive free ports (for --min/--max-worker-port)."""
+def _free_port_range(width: int, taken: set[int]) -> int:
+    """First port of ``width`` consecutive free ports outside ``taken`` (for --min/--max-worker-port);
+    they are added to it."""
     rng = np.random.default_rng(os.getpid() ^ time.time_ns())
     for _ in range(200):
         start = int(rng.integers(30000, 60000 - width))
-        ok = True
-        for p in range(start, start + width):
+        ok = not taken.intersection(range(start, start + width))
+        for p in range(start, start + width) if ok else ():
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", p))
@@ -61,6 +68,7 @@ def _free_port_range(width: int) -> int:
                     ok = False
                     break
         if ok:
+            taken.update(range(start, start + width))
             return start
     raise RuntimeError("no free worker port range")
 
@@ -75,7 +83,8 @@ class LocalCluster:
         self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_USAGE_STATS_ENABLED="0",
                         PATH=f"{BIN}{os.pathsep}{self.env.get('PATH', '')}")
-        self.gcs_port, self.dashboard_port = _free_ports(2)
+        self.ports: set[int] = set()  # every port handed to a node so far
+        self.gcs_port, self.dashboard_port = _free_ports(2, self.ports)
         self.pgids: list[int] = []
         self.logs: list[str] = []
 
@@ -85,8 +94,8 @@ class LocalCluster:
 
     def start_node(self, index: int) -> None:
         head = index == 0
-        nm, om, agent_http, agent_grpc, renv, metrics, client = _free_ports(7)
-        wp = _free_port_range(40)
+        nm, om, agent_http, agent_grpc, renv, metrics, client = _free_ports(7, self.ports)
+        wp = _free_port_range(40, self.ports)
         cmd = [RAY, "start", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
                f"--temp-dir={self.root / f'n{index}'}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
                f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
