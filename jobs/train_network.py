@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
     p.add_argument("--palette", action=argparse.BooleanOptionalAction, default=TrainConfig().network["palette"],
                    help="recolour each photo to the style's colour statistics before the network (NetworkConfig.palette)")
-    p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=TrainConfig().network.get("skip", False),
+    p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=TrainConfig().network["skip"],
                    help="a second output conv from the first layer's full-resolution features (NetworkConfig.skip)")
     for f in fields(TrainConfig):
         if f.name == "network":

@@ -125,10 +125,7 @@ class StyleNetwork(nn.Module):
         self.out = nn.Conv2d(c, 3, 9)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        if config.skip:
-            # The output side sees the photo only through two downsamplings, so it cannot remove the
-            # photo's fine detail where a style paints flat areas; a conv from the first layer's
-            # full-resolution features can. Zero at first: a file without it loads as the same network.
+        if config.skip:  # why, and why it starts at zero: the module docstring
             self.skip_out = nn.Conv2d(c, 3, 9)
             nn.init.zeros_(self.skip_out.weight)
             nn.init.zeros_(self.skip_out.bias)
