@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recolour each photo to the style's colour statistics before the network (NetworkConfig.palette)")
     p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=TrainConfig().network["skip"],
                    help="a second output conv from the first layer's full-resolution features (NetworkConfig.skip)")
+    p.add_argument("--skip-luma", action=argparse.BooleanOptionalAction, default=TrainConfig().network["skip_luma"],
+                   help="with --skip: that conv changes brightness only, keeping the photo's colour accents (NetworkConfig.skip_luma)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
         if not content_images:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
-                         network=asdict(NetworkConfig(palette=args.palette, skip=args.skip)))
+                         network=asdict(NetworkConfig(palette=args.palette, skip=args.skip, skip_luma=args.skip_luma)))
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
                         precision=args.precision, checkpoint_every=args.checkpoint_every,

@@ -269,6 +269,26 @@ def test_a_skip_network_starts_as_the_network_it_is_fine_tuned_from_and_learns_i
     assert loaded.config.skip and torch.allclose(loaded.skip_out.weight, trainer.net.skip_out.weight, atol=1e-3)
 
 
+def test_a_luma_skip_changes_brightness_only_and_needs_skip(tmp_path):
+    """NetworkConfig.skip_luma: the skip conv has one output channel, added to R, G and B alike, so
+    whatever it learns moves no pixel's colour (the photo's colour accents stay the trunk's)."""
+    cfg = NetworkConfig(**{**TINY, "skip": True, "skip_luma": True})
+    net = StyleNetwork(1, cfg).eval()
+    assert net.skip_out.out_channels == 1
+    x, s = torch.rand(1, 3, 40, 52), torch.tensor([0])
+    with torch.no_grad():
+        trunk_only = net(x, s)
+        torch.nn.init.normal_(net.skip_out.weight, std=0.05)
+        delta = net(x, s) - trunk_only
+    assert float(delta.abs().max()) > 1e-3                               # the skip conv acts...
+    assert torch.allclose(delta[:, 0], delta[:, 1], atol=1e-5) and torch.allclose(delta[:, 0], delta[:, 2], atol=1e-5)
+    save_network(net, ["a"], str(tmp_path / "luma.pt"))
+    loaded, _ = load_network(str(tmp_path / "luma.pt"))
+    assert loaded.config.skip_luma and loaded.skip_out.out_channels == 1
+    with pytest.raises(ValueError, match="skip_luma needs skip"):
+        NetworkConfig(skip_luma=True)
+
+
 def test_structure_term_ignores_colour_and_contrast_but_not_moved_outlines():
     from stylebatch.models.network_training import coarse_structure
 

@@ -21,7 +21,9 @@ A *skip* network (``NetworkConfig.skip``) adds a second output conv fed by the f
 full-resolution features: the rest of the network sees the photo only through two downsamplings, so
 it could paint texture over the photo's fine detail (fur, grain) but not remove it, where Gatys
 flattens such regions into the style's shapes. It starts at zero, so fine-tuning a file without it
-starts from that file's outputs.
+starts from that file's outputs. With ``skip_luma`` it changes brightness only (one channel added to
+R, G and B alike): a colour skip conv also learned to cancel the photo's small colour accents (a
+cat's green eyes, a blue badge) that Gatys keeps.
 
 A network file is a weights-only torch.save of ``{"format", "styles", "config", "state_dict"}``
 (plus ``"scales"`` when its convolution weights are stored as int8): plain strings, numbers and
@@ -54,6 +56,11 @@ class NetworkConfig:
     residual_blocks: int = 5
     palette: bool = False       # first recolour the photo to its style's RGB mean/covariance (``recolour``)
     skip: bool = False          # a second output conv from the first layer's full-resolution features
+    skip_luma: bool = False     # that conv changes brightness only, not colour
+
+    def __post_init__(self):
+        if self.skip_luma and not self.skip:
+            raise ValueError("NetworkConfig: skip_luma needs skip (it says what the skip conv changes)")
 
     @property
     def multiple(self) -> int:
@@ -126,7 +133,7 @@ class StyleNetwork(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         if config.skip:  # why, and why it starts at zero: the module docstring
-            self.skip_out = nn.Conv2d(c, 3, 9)
+            self.skip_out = nn.Conv2d(c, 1 if config.skip_luma else 3, 9)
             nn.init.zeros_(self.skip_out.weight)
             nn.init.zeros_(self.skip_out.bias)
         if config.palette:  # each style's colour statistics (runtime.color_stats), set by its training
@@ -159,7 +166,7 @@ class StyleNetwork(nn.Module):
         for layer in (*self.down[1:], *self.residuals, *self.up):
             y = layer(y, style)
         change = self.out(F.pad(y, (4, 4, 4, 4), mode="reflect"))
-        if self.config.skip:
+        if self.config.skip:  # a one-channel (skip_luma) change broadcasts over R, G and B
             change = change + self.skip_out(F.pad(first, (4, 4, 4, 4), mode="reflect"))
         y = padded + change.to(padded.dtype)
         return y[..., :h, :w]
