@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a second output conv from the first layer's full-resolution features (NetworkConfig.skip)")
     p.add_argument("--skip-luma", action=argparse.BooleanOptionalAction, default=TrainConfig().network["skip_luma"],
                    help="with --skip: that conv changes brightness only, keeping the photo's colour accents (NetworkConfig.skip_luma)")
+    p.add_argument("--palette-luma", type=float, default=TrainConfig().network["palette_luma"],
+                   help="with --palette: share (0-1) of the photo's luminance variation the recolouring keeps, "
+                        "for pale low-contrast styles that flatten faces (NetworkConfig.palette_luma)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -92,7 +95,8 @@ def main(argv=None) -> int:
         if not content_images:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
-                         network=asdict(NetworkConfig(palette=args.palette, skip=args.skip, skip_luma=args.skip_luma)))
+                         network=asdict(NetworkConfig(palette=args.palette, skip=args.skip, skip_luma=args.skip_luma,
+                                                      palette_luma=args.palette_luma)))
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
                         precision=args.precision, checkpoint_every=args.checkpoint_every,

@@ -221,6 +221,28 @@ def test_palette_strength_goes_part_of_the_way():
         runtime.match_color(content, target, strength=1.5)
 
 
+def test_match_color_keep_luma_gives_back_part_of_the_photos_brightness_range():
+    """A pale, flat target squeezes the photo's luminance; keep_luma gives back that share of the
+    photo's own variation about the mean, leaving the target's mean brightness and mean colour."""
+    content = runtime.to_tensor([_content(64, 64)], torch.device("cpu"))
+    pale = np.full((32, 32, 3), (215, 220, 190), np.uint8)
+    pale[::4] += 2                                            # a little spread: a covariance to match
+    target = runtime.color_stats([pale])
+    luma = runtime.RGB_TO_Y.view(1, 3, 1, 1)
+
+    def luminance(x):
+        return (x * luma).sum(1).flatten()
+
+    squeezed, half = runtime.match_color(content, target), runtime.match_color(content, target, keep_luma=0.5)
+    photo_std, squeezed_std, half_std = (float(luminance(x).std()) for x in (content, squeezed, half))
+    assert squeezed_std < 0.2 * photo_std                      # what the flat palette does alone
+    assert half_std == pytest.approx(0.5 * photo_std + 0.5 * squeezed_std, rel=0.1)
+    assert float(luminance(half).mean()) == pytest.approx(float(luminance(squeezed).mean()), abs=0.01)
+    assert torch.allclose(half.mean((0, 2, 3)), target[0], atol=0.02)
+    with pytest.raises(ValueError, match="keep_luma must be in"):
+        runtime.match_color(content, target, keep_luma=-0.1)
+
+
 def test_premium_starts_half_way_to_the_style_palette():
     premium = registry.build("gatys", registry.ModelOptions(device="cpu", precision="fp32"))
     assert (premium.init, premium.coarse_to_fine, premium.palette_strength) == ("palette", False, 0.5)

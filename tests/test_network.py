@@ -358,6 +358,38 @@ def test_a_palette_network_recolours_each_sample_to_its_own_style():
     assert torch.equal(plain(x, torch.tensor([1, 0])), x)
 
 
+def test_palette_luma_travels_in_the_file_and_keeps_the_photos_brightness_range(tmp_path):
+    """NetworkConfig.palette_luma: the recolouring keeps that share of the photo's luminance variation
+    (a pale, flat style no longer flattens faces); it is in the file's config, and a file written
+    before it existed loads with 0 (the style's covariance alone)."""
+    x = torch.from_numpy(photo(48, 64, 4)).permute(2, 0, 1)[None].float() / 255
+    pale = (torch.tensor([0.85, 0.86, 0.75]), torch.eye(3) * 1e-4)
+    luma = runtime.RGB_TO_Y.view(1, 3, 1, 1)
+    spreads = {}
+    for keep in (0.0, 0.6):
+        net = StyleNetwork(1, NetworkConfig(**TINY, palette=True, palette_luma=keep))
+        net.set_palette(0, pale)
+        save_network(net, ["a"], str(tmp_path / f"{keep}.pt"))
+        loaded, _ = load_network(str(tmp_path / f"{keep}.pt"))
+        assert loaded.config.palette_luma == keep
+        with torch.no_grad():
+            spreads[keep] = float((loaded(x, torch.zeros(1, dtype=torch.long)) * luma).sum(1).std())
+    photo_spread = float((x * luma).sum(1).std())
+    assert spreads[0.0] < 0.1 * photo_spread                  # the style's flat covariance alone
+    assert spreads[0.6] == pytest.approx(0.6 * photo_spread, rel=0.15)
+    old = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
+    del old["config"]["palette_luma"]
+    torch.save(old, tmp_path / "old.pt")
+    assert load_network(str(tmp_path / "old.pt"))[0].config.palette_luma == 0.0
+    with pytest.raises(ValueError, match="palette_luma needs palette"):
+        NetworkConfig(palette_luma=0.5)
+    bad = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
+    bad["config"]["palette_luma"] = 2.0
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="palette_luma must be in"):
+        load_network(str(tmp_path / "bad.pt"))
+
+
 def test_a_palette_network_stylizes_a_one_pixel_image():
     """One pixel has no covariance: it is recoloured as flat, not turned into NaN (the bad-input
     corpus has a 1x1 image, and a catalog row must not fail for it)."""

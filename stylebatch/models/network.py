@@ -15,7 +15,9 @@ CPU cores that is the difference between recognisable faces after minutes and af
 A *palette* network (``NetworkConfig.palette``) first moves the photo to its style's RGB mean and
 covariance (one affine map per image, ``runtime.match_color``; the style's statistics are buffers in
 the file) and learns the texture on top: started from the photo itself, the residual kept the
-photo's colours in flat regions and the outputs looked washed out next to the style.
+photo's colours in flat regions and the outputs looked washed out next to the style. With
+``palette_luma`` the recolouring keeps that share of the photo's luminance variation: a pale,
+low-contrast style's covariance alone squeezed the photo's brightness range to a third and faces went.
 
 A *skip* network (``NetworkConfig.skip``) adds a second output conv fed by the first layer's
 full-resolution features: the rest of the network sees the photo only through two downsamplings, so
@@ -57,10 +59,15 @@ class NetworkConfig:
     palette: bool = False       # first recolour the photo to its style's RGB mean/covariance (``recolour``)
     skip: bool = False          # a second output conv from the first layer's full-resolution features
     skip_luma: bool = False     # that conv changes brightness only, not colour
+    palette_luma: float = 0.0   # share of the photo's luminance variation the recolouring keeps
 
     def __post_init__(self):
         if self.skip_luma and not self.skip:
             raise ValueError("NetworkConfig: skip_luma needs skip (it says what the skip conv changes)")
+        if not 0.0 <= self.palette_luma <= 1.0:
+            raise ValueError(f"NetworkConfig: palette_luma must be in [0, 1], got {self.palette_luma}")
+        if self.palette_luma and not self.palette:
+            raise ValueError("NetworkConfig: palette_luma needs palette (it says what the recolouring keeps)")
 
     @property
     def multiple(self) -> int:
@@ -154,7 +161,8 @@ class StyleNetwork(nn.Module):
             return x
         with torch.autocast(x.device.type, enabled=False):  # colours in fp32: bf16 is ~1 grey level off
             return torch.cat([runtime.match_color(x[i:i + 1].float(), (self.palette_mean[s].float(),
-                                                                       self.palette_cov[s].float())).to(x.dtype)
+                                                                       self.palette_cov[s].float()),
+                                                  keep_luma=self.config.palette_luma).to(x.dtype)
                               for i, s in enumerate(style.tolist())])
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -248,7 +256,7 @@ def network_from_record(record: dict, source: str) -> tuple[StyleNetwork, list[s
         raise WeightsError(f"{source}: missing 'config' or 'state_dict'")
     try:
         net = StyleNetwork(len(styles), NetworkConfig(**config))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise WeightsError(f"{source}: bad network config {config!r}: {exc}") from exc
     state = unpack_state(record, source)
     own = net.state_dict()

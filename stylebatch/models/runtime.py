@@ -135,15 +135,19 @@ def color_stats(images: Sequence[np.ndarray], weights: Sequence[float] = ()) -> 
 
 
 def match_color(content: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor], eps: float = 1e-4,
-                strength: float = 1.0) -> torch.Tensor:
+                strength: float = 1.0, keep_luma: float = 0.0) -> torch.Tensor:
     """Linear colour transfer: an affine map of RGB that gives the content (NCHW [0,1]) the target
     mean and 3x3 covariance (``color_stats`` of the style). The symmetric square roots (rather than
     a Cholesky factor) give the map closest to the identity, so hues move least and the photo's
     edges survive; premium starts from this to spend its iterations on texture rather than on
     repainting the palette. ``strength`` in [0, 1] goes part of the way (the identity map blended
-    with the transfer: 0 = the content unchanged)."""
+    with the transfer: 0 = the content unchanged). ``keep_luma`` in [0, 1] gives back that share of
+    the content's own luminance variation (about its mean): a pale, flat target covariance otherwise
+    flattens dark hair and a black helmet into a light background, and faces go (weights README)."""
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if not 0.0 <= float(keep_luma) <= 1.0:
+        raise ValueError(f"keep_luma must be in [0, 1], got {keep_luma}")
     mu_s, cov_s = (t.to(content.device) for t in target)
     eye = eps * torch.eye(3, device=content.device)
     x = content.float().permute(0, 2, 3, 1).reshape(content.shape[0], -1, 3)
@@ -153,6 +157,10 @@ def match_color(content: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]
         cov_c = (torch.cov(xi.T) if xi.shape[0] > 1 else torch.zeros(3, 3, device=xi.device)) + eye
         mu_c = xi.mean(0)
         matched = (xi - mu_c) @ (_sqrtm(cov_c, -0.5) @ _sqrtm(cov_s + eye, 0.5)) + mu_s
+        if keep_luma:
+            luma = RGB_TO_Y.to(xi.device)
+            y_in, y_matched = xi @ luma, matched @ luma
+            matched = matched + keep_luma * ((y_in - y_in.mean()) - (y_matched - y_matched.mean()))[:, None]
         out.append(strength * matched + (1.0 - strength) * xi)
     n, _, h, w = content.shape
     y = torch.stack(out).reshape(n, h, w, 3).permute(0, 3, 1, 2).clamp(0, 1)
