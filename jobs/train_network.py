@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--palette-luma", type=float, default=TrainConfig().network["palette_luma"],
                    help="with --palette: share (0-1) of the photo's luminance variation the recolouring keeps, "
                         "for pale low-contrast styles that flatten faces (NetworkConfig.palette_luma)")
+    p.add_argument("--palette-strength", type=float, default=TrainConfig().network["palette_strength"],
+                   help="with --palette: how far (0-1] the recolouring moves the photo to the style's palette "
+                        "(NetworkConfig.palette_strength)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -96,7 +99,8 @@ def main(argv=None) -> int:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
                          network=asdict(NetworkConfig(palette=args.palette, skip=args.skip, skip_luma=args.skip_luma,
-                                                      palette_luma=args.palette_luma)))
+                                                      palette_luma=args.palette_luma,
+                                                      palette_strength=args.palette_strength)))
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
                         precision=args.precision, checkpoint_every=args.checkpoint_every,

@@ -390,6 +390,37 @@ def test_palette_luma_travels_in_the_file_and_keeps_the_photos_brightness_range(
         load_network(str(tmp_path / "bad.pt"))
 
 
+def test_palette_strength_travels_in_the_file_and_recolours_part_of_the_way(tmp_path):
+    """NetworkConfig.palette_strength: the recolouring moves the photo that share of the way to the
+    style's colour mean (an untrained network is the identity after it); it is in the file's config,
+    a file written before it existed loads with 1 (all the way), and a bad value names itself."""
+    x = torch.from_numpy(photo(48, 64, 4)).permute(2, 0, 1)[None].float() / 255
+    red = (torch.tensor([0.8, 0.2, 0.2]), torch.eye(3) * 0.01)
+    means = {}
+    for strength in (1.0, 0.5):
+        net = StyleNetwork(1, NetworkConfig(**TINY, palette=True, palette_strength=strength))
+        net.set_palette(0, red)
+        save_network(net, ["a"], str(tmp_path / f"{strength}.pt"))
+        loaded, _ = load_network(str(tmp_path / f"{strength}.pt"))
+        assert loaded.config.palette_strength == strength
+        with torch.no_grad():
+            means[strength] = loaded(x, torch.zeros(1, dtype=torch.long))[0].mean((1, 2))
+    photo_mean = x[0].mean((1, 2))
+    assert torch.allclose(means[1.0], red[0], atol=0.02)
+    assert torch.allclose(means[0.5], (photo_mean + red[0]) / 2, atol=0.03)
+    old = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
+    del old["config"]["palette_strength"]
+    torch.save(old, tmp_path / "old.pt")
+    assert load_network(str(tmp_path / "old.pt"))[0].config.palette_strength == 1.0
+    with pytest.raises(ValueError, match="palette_strength needs palette"):
+        NetworkConfig(palette_strength=0.5)
+    bad = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
+    bad["config"]["palette_strength"] = 0.0
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="palette_strength must be in"):
+        load_network(str(tmp_path / "bad.pt"))
+
+
 def test_a_palette_network_stylizes_a_one_pixel_image():
     """One pixel has no covariance: it is recoloured as flat, not turned into NaN (the bad-input
     corpus has a 1x1 image, and a catalog row must not fail for it)."""

@@ -18,6 +18,8 @@ the file) and learns the texture on top: started from the photo itself, the resi
 photo's colours in flat regions and the outputs looked washed out next to the style. With
 ``palette_luma`` the recolouring keeps that share of the photo's luminance variation: a pale,
 low-contrast style's covariance alone squeezed the photo's brightness range to a third and faces went.
+``palette_strength`` below 1 recolours only part of the way (the identity map blended with the
+transfer), leaving the network to carry the rest of the palette where the photo's content needs it.
 
 A *skip* network (``NetworkConfig.skip``) adds a second output conv fed by the first layer's
 full-resolution features: the rest of the network sees the photo only through two downsamplings, so
@@ -60,6 +62,7 @@ class NetworkConfig:
     skip: bool = False          # a second output conv from the first layer's full-resolution features
     skip_luma: bool = False     # that conv changes brightness only, not colour
     palette_luma: float = 0.0   # share of the photo's luminance variation the recolouring keeps
+    palette_strength: float = 1.0  # how far the recolouring goes (1: the style's palette; 0.5: halfway)
 
     def __post_init__(self):
         if self.skip_luma and not self.skip:
@@ -68,6 +71,10 @@ class NetworkConfig:
             raise ValueError(f"NetworkConfig: palette_luma must be in [0, 1], got {self.palette_luma}")
         if self.palette_luma and not self.palette:
             raise ValueError("NetworkConfig: palette_luma needs palette (it says what the recolouring keeps)")
+        if not 0.0 < self.palette_strength <= 1.0:
+            raise ValueError(f"NetworkConfig: palette_strength must be in (0, 1], got {self.palette_strength}")
+        if self.palette_strength != 1.0 and not self.palette:
+            raise ValueError("NetworkConfig: palette_strength needs palette (it says how far the recolouring goes)")
 
     @property
     def multiple(self) -> int:
@@ -162,6 +169,7 @@ class StyleNetwork(nn.Module):
         with torch.autocast(x.device.type, enabled=False):  # colours in fp32: bf16 is ~1 grey level off
             return torch.cat([runtime.match_color(x[i:i + 1].float(), (self.palette_mean[s].float(),
                                                                        self.palette_cov[s].float()),
+                                                  strength=self.config.palette_strength,
                                                   keep_luma=self.config.palette_luma).to(x.dtype)
                               for i, s in enumerate(style.tolist())])
 
