@@ -358,6 +358,22 @@ def test_a_palette_network_recolours_each_sample_to_its_own_style():
     assert torch.equal(plain(x, torch.tensor([1, 0])), x)
 
 
+def assert_palette_option_defaults_and_is_checked(tmp_path, field: str, default: float, bad: float) -> None:
+    """A palette option of NetworkConfig: a file written before it existed loads with ``default``, it
+    needs ``palette``, and a bad value in a file is a WeightsError naming the field."""
+    old = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
+    del old["config"][field]
+    torch.save(old, tmp_path / "old.pt")
+    assert getattr(load_network(str(tmp_path / "old.pt"))[0].config, field) == default
+    with pytest.raises(ValueError, match=f"{field} needs palette"):
+        NetworkConfig(**{field: 0.5})
+    broken = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
+    broken["config"][field] = bad
+    torch.save(broken, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match=f"{field} must be in"):
+        load_network(str(tmp_path / "bad.pt"))
+
+
 def test_palette_luma_travels_in_the_file_and_keeps_the_photos_brightness_range(tmp_path):
     """NetworkConfig.palette_luma: the recolouring keeps that share of the photo's luminance variation
     (a pale, flat style no longer flattens faces); it is in the file's config, and a file written
@@ -377,17 +393,7 @@ def test_palette_luma_travels_in_the_file_and_keeps_the_photos_brightness_range(
     photo_spread = float((x * luma).sum(1).std())
     assert spreads[0.0] < 0.1 * photo_spread                  # the style's flat covariance alone
     assert spreads[0.6] == pytest.approx(0.6 * photo_spread, rel=0.15)
-    old = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
-    del old["config"]["palette_luma"]
-    torch.save(old, tmp_path / "old.pt")
-    assert load_network(str(tmp_path / "old.pt"))[0].config.palette_luma == 0.0
-    with pytest.raises(ValueError, match="palette_luma needs palette"):
-        NetworkConfig(palette_luma=0.5)
-    bad = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
-    bad["config"]["palette_luma"] = 2.0
-    torch.save(bad, tmp_path / "bad.pt")
-    with pytest.raises(WeightsError, match="palette_luma must be in"):
-        load_network(str(tmp_path / "bad.pt"))
+    assert_palette_option_defaults_and_is_checked(tmp_path, "palette_luma", 0.0, bad=2.0)
 
 
 def test_palette_strength_travels_in_the_file_and_recolours_part_of_the_way(tmp_path):
@@ -408,17 +414,7 @@ def test_palette_strength_travels_in_the_file_and_recolours_part_of_the_way(tmp_
     photo_mean = x[0].mean((1, 2))
     assert torch.allclose(means[1.0], red[0], atol=0.02)
     assert torch.allclose(means[0.5], (photo_mean + red[0]) / 2, atol=0.03)
-    old = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
-    del old["config"]["palette_strength"]
-    torch.save(old, tmp_path / "old.pt")
-    assert load_network(str(tmp_path / "old.pt"))[0].config.palette_strength == 1.0
-    with pytest.raises(ValueError, match="palette_strength needs palette"):
-        NetworkConfig(palette_strength=0.5)
-    bad = network_record(StyleNetwork(1, NetworkConfig(**TINY, palette=True)), ["a"])
-    bad["config"]["palette_strength"] = 0.0
-    torch.save(bad, tmp_path / "bad.pt")
-    with pytest.raises(WeightsError, match="palette_strength must be in"):
-        load_network(str(tmp_path / "bad.pt"))
+    assert_palette_option_defaults_and_is_checked(tmp_path, "palette_strength", 1.0, bad=0.0)
 
 
 def test_a_palette_network_stylizes_a_one_pixel_image():
