@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only export <out>.ckpt as it stands to <out> (a run stopped early or still going)")
     p.add_argument("--note", default="", help="--export-checkpoint: what the content was, for the record")
     p.add_argument("--init-from", help="start from another network file's convolutions "
-                   "(with --export-checkpoint: what the run started from, for the record)")
+                   "(with --export-checkpoint: what the run started from, for the record); to fine-tune a "
+                   "trained network keep --lr at 3e-4 or less: 1e-3 knocks it off and spends ~200 steps recovering")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=50)
