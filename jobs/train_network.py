@@ -3,6 +3,8 @@
     python -m jobs.train_network --style brand=s3://brand/reference.jpg -o s3://brand/styles/brand.pt
     python -m jobs.train_network --presets -o stylebatch/models/weights/presets.pt   # every built-in preset
     python -m jobs.train_network ... --resume                                        # continue from <out>.ckpt
+    python -m jobs.train_network --style ukiyo=ukiyo --holdout --recipe stylebatch/models/weights/presets/ukiyo.json \
+        --init-from stylebatch/models/weights/presets/ukiyo.pt --steps 450 --lr 3e-4 -o ukiyo.pt  # a preset further
 
 As a Ray job (takes a GPU when the cluster has one):
     ray job submit --working-dir . -- python -m jobs.train_network --style brand=s3://... -o s3://...
@@ -39,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="start from another network file's convolutions "
                    "(with --export-checkpoint: what the run started from, for the record); to fine-tune a "
                    "trained network keep --lr at 3e-4 or less: 1e-3 knocks it off and spends ~200 steps recovering")
+    p.add_argument("--recipe", metavar="JSON",
+                   help="take every training setting not given here from a network's record (<out>.json, local "
+                   "or s3://), e.g. stylebatch/models/weights/presets/ukiyo.json: train a preset further with "
+                   "the recipe it was made with")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -69,8 +75,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The network settings the command line can set; the others (widths) come from --recipe or the defaults.
+NETWORK_FLAGS = ("palette", "skip", "skip_luma", "palette_luma", "palette_strength")
+
+
+def load_recipe(uri: str) -> TrainConfig:
+    """The training settings recorded in a network's ``<out>.json``."""
+    import json
+
+    from stylebatch import storage
+
+    try:
+        record = json.loads(storage.read_bytes(uri))
+    except storage.StorageError as exc:
+        sys.exit(f"--recipe {uri}: {storage.redact(str(exc))}")
+    except ValueError as exc:
+        sys.exit(f"--recipe {uri}: not a network record (invalid JSON: {exc})")
+    if not isinstance(record, dict) or "config" not in record:
+        sys.exit(f"--recipe {uri}: not a network record (no 'config': the .json written beside a network file)")
+    try:
+        return TrainConfig.from_record(record["config"], source=f"--recipe {uri}")
+    except ValueError as exc:
+        sys.exit(str(exc))
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
+    """The arguments, with --recipe's settings as the defaults that flags override; and the
+    network settings to start from (the recipe's, or none)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.recipe:
+        return args, {}
+    recipe = load_recipe(args.recipe)
+    parser.set_defaults(**{k: v for k, v in asdict(recipe).items() if k != "network"},
+                        **{k: recipe.network[k] for k in NETWORK_FLAGS})
+    return parser.parse_args(argv), recipe.network
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args, base_network = parse_args(argv)
     from stylebatch import presets as style_presets
     from stylebatch.train_style import export_checkpoint, train_style_network
 
@@ -99,9 +142,7 @@ def main(argv=None) -> int:
         if not content_images:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
-                         network=asdict(NetworkConfig(palette=args.palette, skip=args.skip, skip_luma=args.skip_luma,
-                                                      palette_luma=args.palette_luma,
-                                                      palette_strength=args.palette_strength)))
+                         network=asdict(NetworkConfig(**{**base_network, **{k: getattr(args, k) for k in NETWORK_FLAGS}})))
     train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                         resume=args.resume, init_from=args.init_from, device=args.device,
                         precision=args.precision, checkpoint_every=args.checkpoint_every,

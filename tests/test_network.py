@@ -1,6 +1,7 @@
 """Per-style networks: files, the stylizer, exact resume, the registry, catalog `network:`, frames."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from dataclasses import replace
@@ -584,6 +585,15 @@ def test_every_preset_ships_its_own_network(shipped_networks):
     assert total + os.path.getsize(styles.base_network_path()) < 25e6
 
 
+def test_every_shipped_preset_record_is_its_networks_recipe(shipped_networks):
+    """presets/NAME.json says how NAME.pt was trained: as --recipe it rebuilds that network's shape."""
+    for name in presets.preset_names():
+        record = json.loads(Path(shipped_networks, f"{name}.json").read_text())
+        recipe = TrainConfig.from_record(record["config"], source=f"{name}.json")
+        net, _ = load_network(os.path.join(shipped_networks, f"{name}.pt"))
+        assert NetworkConfig(**recipe.network) == net.config, name
+
+
 def test_builtin_network_refs_stay_inside_the_shipped_weights():
     with pytest.raises(styles.StyleError, match="not a shipped weights file"):
         styles.network_location("builtin:../../secrets.pt")
@@ -680,3 +690,61 @@ def test_train_style_trains_once_and_the_next_run_reuses_it(tmp_path):
     adain = AdaINStylizer(device="cpu", precision="fp32").stylize([src], style)[0].astype(float)
     assert np.abs(got - want).mean() < 6.0  # JPEG noise on a noisy synthetic photo
     assert np.abs(got - want).mean() < 0.5 * np.abs(got - adain).mean()
+
+
+# -- training with a network's recorded recipe (jobs.train_network --recipe) -----------------------------
+
+def _write_record(path, config):
+    path.write_text(json.dumps({"styles": {"x": "x"}, "config": config}))
+    return str(path)
+
+
+def test_train_config_from_record_round_trips_and_fills_what_older_records_lack():
+    made = TrainConfig(lr=3e-4, structure_weight=0.15, network={**TrainConfig().network, "palette_luma": 0.5})
+    assert TrainConfig.from_record(json.loads(json.dumps(made.describe()))) == made
+    old = made.describe()
+    del old["network"]["palette_strength"], old["tv_weight"]
+    again = TrainConfig.from_record(old)
+    assert again.network["palette_strength"] == 1.0 and again.tv_weight == TrainConfig().tv_weight
+
+
+def test_train_config_from_record_refuses_settings_it_does_not_know():
+    bad = TrainConfig().describe()
+    bad["gram_scale"] = 2.0
+    bad["network"]["depth"] = 9
+    with pytest.raises(ValueError, match=r"rec\.json: unknown training settings gram_scale, network\.depth"):
+        TrainConfig.from_record(bad, source="rec.json")
+    with pytest.raises(ValueError, match=r"rec\.json: .*palette_luma needs palette"):
+        TrainConfig.from_record({"network": {"palette": False, "palette_luma": 0.5}}, source="rec.json")
+
+
+def test_recipe_sets_the_defaults_and_flags_still_win(tmp_path):
+    from jobs.train_network import parse_args
+
+    config = TrainConfig(lr=3e-4, structure_weight=0.15, batch=12,
+                         network={**TrainConfig().network, "channels": 48, "skip": False, "palette_luma": 0.5}).describe()
+    recipe = _write_record(tmp_path / "ukiyo.json", config)
+    args, network = parse_args(["--style", "u=ukiyo", "-o", "u.pt", "--recipe", recipe, "--lr", "1e-4"])
+    assert args.lr == 1e-4                                   # the flag given
+    assert (args.structure_weight, args.batch) == (0.15, 12)  # the recipe's
+    assert (args.skip, args.palette_luma) == (False, 0.5)
+    assert network["channels"] == 48                         # widths the command line cannot set
+    plain, none = parse_args(["--style", "u=ukiyo", "-o", "u.pt"])
+    assert plain.lr == TrainConfig().lr and none == {}
+
+
+def test_recipe_errors_name_the_file_and_what_is_wrong(tmp_path):
+    from jobs.train_network import parse_args
+
+    argv = ["--style", "u=ukiyo", "-o", "u.pt", "--recipe"]
+    with pytest.raises(SystemExit, match=r"--recipe .*missing\.json"):
+        parse_args(argv + [str(tmp_path / "missing.json")])
+    (tmp_path / "torn.json").write_text('{"config": {"lr": ')
+    with pytest.raises(SystemExit, match=r"torn\.json: not a network record \(invalid JSON"):
+        parse_args(argv + [str(tmp_path / "torn.json")])
+    (tmp_path / "other.json").write_text('{"rows": 3}')
+    with pytest.raises(SystemExit, match=r"other\.json: not a network record \(no 'config'"):
+        parse_args(argv + [str(tmp_path / "other.json")])
+    bad = _write_record(tmp_path / "bad.json", {"lr": 3e-4, "momentum": 0.9})
+    with pytest.raises(SystemExit, match=r"bad\.json: unknown training settings momentum"):
+        parse_args(argv + [bad])

@@ -23,7 +23,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -64,6 +64,25 @@ class TrainConfig:
 
     def describe(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_record(cls, config: Mapping, source: str = "the record") -> "TrainConfig":
+        """The settings a network's record says it was trained with (``describe()`` as written in
+        ``<out>.json``'s ``config``), to train it further with its own recipe. Settings an older
+        record lacks take today's defaults; a setting this version does not know is an error, not
+        silently dropped."""
+        if not isinstance(config, Mapping):
+            raise ValueError(f"{source}: 'config' is not a table of training settings")
+        network = dict(config.get("network") or {})
+        unknown = sorted(set(config) - {f.name for f in fields(cls)})
+        unknown += sorted(f"network.{k}" for k in set(network) - {f.name for f in fields(NetworkConfig)})
+        if unknown:
+            raise ValueError(f"{source}: unknown training settings {', '.join(unknown)}")
+        try:
+            return cls(**{k: v for k, v in config.items() if k != "network"},
+                       network=asdict(NetworkConfig(**network)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from exc
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
