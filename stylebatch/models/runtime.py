@@ -111,13 +111,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 8, min_size: int = 16) -> t
 RGB_TO_Y = torch.tensor([0.299, 0.587, 0.114])  # luminance weights (Rec. 601)
 
 
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """N,3,H,W RGB -> N,1,H,W luminance (Rec. 601), in x's dtype."""
+    return (x * RGB_TO_Y.to(x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def keep_content_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Luminance-only transfer (Gatys et al., 'Preserving Color in Neural Artistic Style Transfer'):
     the stylized luminance with the content's chrominance."""
-    w = RGB_TO_Y.to(stylized.device, stylized.dtype).view(1, 3, 1, 1)
-    y_out = (stylized * w).sum(1, keepdim=True)
-    y_in = (content * w).sum(1, keepdim=True)
-    return (content - y_in + y_out).clamp(0, 1)
+    return (content - luminance(content) + luminance(stylized)).clamp(0, 1)
 
 
 def color_stats(images: Sequence[np.ndarray], weights: Sequence[float] = ()) -> tuple[torch.Tensor, torch.Tensor]:
