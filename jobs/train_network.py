@@ -12,6 +12,7 @@ As a Ray job (takes a GPU when the cluster has one):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import asdict, fields
 
@@ -81,20 +82,19 @@ NETWORK_FLAGS = ("palette", "skip", "skip_luma", "palette_luma", "palette_streng
 
 def load_recipe(uri: str) -> TrainConfig:
     """The training settings recorded in a network's ``<out>.json``."""
-    import json
-
     from stylebatch import storage
 
+    where = f"--recipe {storage.redact(uri)}"
     try:
         record = json.loads(storage.read_bytes(uri))
-    except storage.StorageError as exc:
-        sys.exit(f"--recipe {uri}: {storage.redact(str(exc))}")
+    except storage.StorageError as exc:  # its message is already redacted
+        sys.exit(f"{where}: {exc}")
     except ValueError as exc:
-        sys.exit(f"--recipe {uri}: not a network record (invalid JSON: {exc})")
+        sys.exit(f"{where}: not a network record (invalid JSON: {exc})")
     if not isinstance(record, dict) or "config" not in record:
-        sys.exit(f"--recipe {uri}: not a network record (no 'config': the .json written beside a network file)")
+        sys.exit(f"{where}: not a network record (no 'config': the .json written beside a network file)")
     try:
-        return TrainConfig.from_record(record["config"], source=f"--recipe {uri}")
+        return TrainConfig.from_record(record["config"], source=where)
     except ValueError as exc:
         sys.exit(str(exc))
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .runtime import luminance
+
 EPS = 1e-5
 
 
@@ -48,8 +50,6 @@ def gram_loss(feats: Mapping[str, torch.Tensor], target_grams: Mapping[str, torc
 def tonal_layout(x: torch.Tensor, block: int = 8) -> torch.Tensor:
     """N,3,H,W images in [0, 1] -> N rows: the luminance averaged over ``block`` x ``block`` pixels,
     i.e. where an image is bright and where dark at the scale of objects (a face, a suit, the sky)."""
-    from .runtime import luminance
-
     return F.avg_pool2d(luminance(x.float()), block).flatten(1)
 
 
