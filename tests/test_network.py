@@ -305,7 +305,7 @@ def test_structure_term_ignores_colour_and_contrast_but_not_moved_outlines():
     assert term(x.roll(12, dims=-1)) > 0.3
 
 
-@pytest.mark.parametrize("term", ["structure", "layout"])
+@pytest.mark.parametrize("term", ["structure", "layout", "colour_layout"])
 def test_a_term_weight_adds_that_term_to_the_loss(term):
     """0 for the untrained network (the identity), up once the output moves, and weighted into the total."""
     cfg = replace(TINY_TRAIN, **{"structure_weight": 0.0, "layout_weight": 0.0, f"{term}_weight": 2.0})
@@ -331,6 +331,20 @@ def test_tonal_layout_correlation_ignores_brightness_and_contrast_not_inversion(
     x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
     assert correlation(tonal_layout(0.3 * x + 0.5), tonal_layout(x)).item() == pytest.approx(1.0, abs=1e-4)
     assert correlation(tonal_layout(1 - x), tonal_layout(x)).item() == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_colour_layout_sees_which_hue_is_where_not_brightness():
+    from stylebatch.models.losses import colour_layout, correlation
+
+    x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
+    assert colour_layout(x).shape == (3, 16)  # one row per RGB channel, 4 x 4 blocks of 8 px
+    same = correlation(colour_layout(0.5 * x + 0.2), colour_layout(x)).mean().item()
+    assert same == pytest.approx(1.0, abs=1e-4)  # darker, lower contrast: every region keeps its hue
+    swapped = correlation(colour_layout(x[:, [2, 0, 1]]), colour_layout(x)).mean().item()
+    moved = correlation(colour_layout(x.roll(16, dims=-1)), colour_layout(x)).mean().item()
+    assert swapped < 0.5 and moved < 0.5
+    grey = x.mean(1, keepdim=True).expand_as(x)
+    assert colour_layout(grey).abs().max().item() < 1e-5  # no hue at all
 
 
 def test_a_palette_network_starts_from_its_style_colours_and_keeps_them_in_its_file(tmp_path):

@@ -53,6 +53,14 @@ def tonal_layout(x: torch.Tensor, block: int = 8) -> torch.Tensor:
     return F.avg_pool2d(luminance(x.float()), block).flatten(1)
 
 
+def colour_layout(x: torch.Tensor, block: int = 8) -> torch.Tensor:
+    """N,3,H,W images in [0, 1] -> N*3 rows: each RGB channel minus the luminance, averaged over
+    ``block`` x ``block`` pixels, i.e. which hue each object has (an orange suit, a red parrot)
+    apart from how bright it is (``tonal_layout``)."""
+    x = x.float()
+    return F.avg_pool2d(x - luminance(x), block).flatten(2).flatten(0, 1)
+
+
 def correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of each row of ``a`` with the same row of ``b`` (0 where one is flat):
     blind to a change of brightness or contrast, so a style may set those."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .losses import correlation, gram, mean_std, tonal_layout, total_variation
+from .losses import colour_layout, correlation, gram, mean_std, tonal_layout, total_variation
 from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
 from .vgg import load_vgg19
 
@@ -60,6 +60,7 @@ class TrainConfig:
     tv_weight: float = 0.01         # mean absolute neighbour difference, [0, 1] pixels
     structure_weight: float = 0.3   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
     layout_weight: float = 0.0      # 1 - correlation of the photo's and the output's ``tonal_layout``
+    colour_layout_weight: float = 0.0  # 1 - correlation of the recoloured photo's and the output's ``colour_layout``
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig(palette=True)))
 
@@ -250,7 +251,8 @@ class NetworkTrainer:
         cfg = self.config
         with torch.no_grad(), runtime.autocast(self.device, self.precision):
             # With a palette network the content to keep is the recoloured photo: the colours are the style's.
-            target = self.vgg(self.net.recolour(x, style), [cfg.content_layer])[cfg.content_layer].float()
+            recoloured = self.net.recolour(x, style)
+            target = self.vgg(recoloured, [cfg.content_layer])[cfg.content_layer].float()
         with runtime.autocast(self.device, self.precision):
             y = self.net(x, style)
             feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
@@ -270,13 +272,19 @@ class NetworkTrainer:
             # Where the photo is bright and dark at object scale: the outlines alone (structure) let a
             # network paint a face and its background in one tone, and the face is gone.
             layout = 1.0 - correlation(tonal_layout(y), tonal_layout(x)).mean()
+        colours = torch.zeros((), device=y.device)
+        if cfg.colour_layout_weight:
+            # Which hue each object has, in the style's palette (the recoloured photo): without it a
+            # palette network paints every region in the palette's full range of colours, and the
+            # parrots and the orange suit are gone where Gatys keeps them.
+            colours = 1.0 - correlation(colour_layout(y), colour_layout(recoloured)).mean()
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
-                 + cfg.structure_weight * structure + cfg.layout_weight * layout + 10.0 * out_of_range)
+                 + cfg.structure_weight * structure + cfg.layout_weight * layout + cfg.colour_layout_weight * colours + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
                        "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
-                       "structure": float(structure.detach()), "layout": float(layout.detach()),
+                       "structure": float(structure.detach()), "layout": float(layout.detach()), "colour_layout": float(colours.detach()),
                        "total": float(total.detach())}
 
     def train_step(self) -> dict[str, float]:
@@ -313,7 +321,9 @@ class NetworkTrainer:
                     progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style gap open: Gram "
                              f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g}"
                              + (f"; structure {mean['structure']:.3f}" if self.config.structure_weight else "")
-                             + (f"; layout {mean['layout']:.3f}" if self.config.layout_weight else "") + ")  "
+                             + (f"; layout {mean['layout']:.3f}" if self.config.layout_weight else "")
+                             + (f"; colour layout {mean['colour_layout']:.3f}" if self.config.colour_layout_weight else "")
+                             + ")  "
                              f"{rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
             if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
                 checkpoint(self)
