@@ -127,10 +127,10 @@ def layout_score(out: np.ndarray, photo: np.ndarray) -> float:
     return float((a * b).sum()) / var if var > 1e-12 else 0.0
 
 
-def colour_score(out: np.ndarray, photo: np.ndarray) -> float:
+def colour_score(out: np.ndarray, photo: np.ndarray, block: int = 8) -> float:
     """R^2 of the output's block hues regressed (affine, least squares) on the photo's block RGB."""
-    hues = losses.colour_layout(_as_batch(out)).t().double()                      # blocks x 3
-    colours = torch.nn.functional.avg_pool2d(_as_batch(photo), 8).flatten(2)[0].t().double()
+    hues = losses.colour_layout(_as_batch(out), block).t().double()                   # blocks x 3
+    colours = torch.nn.functional.avg_pool2d(_as_batch(photo), block).flatten(2)[0].t().double()
     design = torch.cat([colours, torch.ones(len(colours), 1, dtype=colours.dtype)], 1)
     residual = hues - design @ torch.linalg.lstsq(design, hues).solution
     total = float((hues - hues.mean(0)).square().sum())

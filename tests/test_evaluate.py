@@ -133,7 +133,6 @@ def test_layout_score_tells_a_kept_tonal_layout_from_outlines_alone():
     assert evaluate.layout_score(np.full_like(img, 90), img) == 0.0
 
 
-
 def test_colour_score_tells_kept_region_hues_in_any_palette_from_unrelated_ones():
     """An orange suit against a blue wall: recoloured by one affine map (a palette network's first
     step) every region keeps its own hue and scores 1; tiles of colours unrelated to the regions
@@ -149,6 +148,7 @@ def test_colour_score_tells_kept_region_hues_in_any_palette_from_unrelated_ones(
     unrelated = np.kron(tiles, np.ones((8, 8, 1))).astype(np.uint8)
     assert evaluate.colour_score(unrelated, img) < 0.2
     assert evaluate.colour_score(np.repeat(img.mean(2, keepdims=True), 3, 2).astype(np.uint8), img) == 0.0
+
 
 @pytest.mark.heavy
 def test_presets_set_scores_each_preset_on_the_held_out_photos(holdout, shipped_decoder, tmp_path):

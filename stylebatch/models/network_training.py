@@ -281,10 +281,12 @@ class NetworkTrainer:
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
-                 + cfg.structure_weight * structure + cfg.layout_weight * layout + cfg.colour_layout_weight * colours + 10.0 * out_of_range)
+                 + cfg.structure_weight * structure + cfg.layout_weight * layout
+                 + cfg.colour_layout_weight * colours + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
                        "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
-                       "structure": float(structure.detach()), "layout": float(layout.detach()), "colour_layout": float(colours.detach()),
+                       "structure": float(structure.detach()), "layout": float(layout.detach()),
+                       "colour_layout": float(colours.detach()),
                        "total": float(total.detach())}
 
     def train_step(self) -> dict[str, float]:
