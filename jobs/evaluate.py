@@ -61,7 +61,7 @@ from stylebatch import report as run_report
 from stylebatch import images
 from stylebatch.config import JobConfig
 from stylebatch.images import decode_image
-from stylebatch.models import losses, registry, runtime
+from stylebatch.models import losses, registry
 from stylebatch.models.losses import gram, mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
 
@@ -94,9 +94,6 @@ def load_resized(path: Path, longer_side: int) -> np.ndarray:
 # Metrics
 # ---------------------------------------------------------------------------------------------
 
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-
-
 def _as_batch(img: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float in [0, 1]."""
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0
@@ -104,10 +101,7 @@ def _as_batch(img: np.ndarray) -> torch.Tensor:
 
 def edge_map(img: np.ndarray, border: int = 4) -> torch.Tensor:
     """Sobel gradient magnitude of the luminance at half size, ``border`` px cut, flattened."""
-    y = torch.nn.functional.interpolate(runtime.luminance(_as_batch(img)), scale_factor=0.5, mode="area")
-    gx = torch.nn.functional.conv2d(y, _SOBEL_X[None, None])
-    gy = torch.nn.functional.conv2d(y, _SOBEL_X.t()[None, None])
-    mag = (gx.square() + gy.square()).sqrt()[0, 0]
+    mag = losses.edge_magnitude(_as_batch(img))[0, 0]
     return mag[border:-border, border:-border].flatten()
 
 

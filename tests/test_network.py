@@ -305,10 +305,11 @@ def test_structure_term_ignores_colour_and_contrast_but_not_moved_outlines():
     assert term(x.roll(12, dims=-1)) > 0.3
 
 
-@pytest.mark.parametrize("term", ["structure", "layout", "colour_layout"])
+@pytest.mark.parametrize("term", ["structure", "edges", "layout", "colour_layout"])
 def test_a_term_weight_adds_that_term_to_the_loss(term):
     """0 for the untrained network (the identity), up once the output moves, and weighted into the total."""
-    cfg = replace(TINY_TRAIN, **{"structure_weight": 0.0, "layout_weight": 0.0, f"{term}_weight": 2.0})
+    weight = {"edges": "edge_weight"}.get(term, f"{term}_weight")
+    cfg = replace(TINY_TRAIN, **{"structure_weight": 0.0, "layout_weight": 0.0, weight: 2.0})
     trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32")
     x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
     _, identity = trainer.loss(x, torch.zeros(1, dtype=torch.long))
@@ -317,7 +318,7 @@ def test_a_term_weight_adds_that_term_to_the_loss(term):
         torch.nn.init.normal_(trainer.net.out.weight, std=0.05)
     _, moved = trainer.loss(x, torch.zeros(1, dtype=torch.long))
     assert moved[term] > 0.01
-    plain = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], replace(cfg, **{f"{term}_weight": 0.0}),
+    plain = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], replace(cfg, **{weight: 0.0}),
                            device="cpu", precision="fp32")
     plain.net.load_state_dict(trainer.net.state_dict())
     _, without = plain.loss(x, torch.zeros(1, dtype=torch.long))
@@ -331,6 +332,18 @@ def test_tonal_layout_correlation_ignores_brightness_and_contrast_not_inversion(
     x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
     assert correlation(tonal_layout(0.3 * x + 0.5), tonal_layout(x)).item() == pytest.approx(1.0, abs=1e-4)
     assert correlation(tonal_layout(1 - x), tonal_layout(x)).item() == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_edge_magnitude_correlation_sees_where_outlines_are_not_their_contrast():
+    from stylebatch.models.losses import correlation, edge_magnitude
+
+    x = torch.from_numpy(photo(48, 64, 1)).permute(2, 0, 1)[None].float() / 255
+    assert edge_magnitude(x).shape == (1, 1, 22, 30)  # half size, less the Sobel kernel's border
+    edges = edge_magnitude(x).flatten(1)
+    assert correlation(edge_magnitude(0.4 * x + 0.3).flatten(1), edges).item() == pytest.approx(1.0, abs=1e-3)
+    assert correlation(edge_magnitude(x.roll(12, dims=-1)).flatten(1), edges).item() < 0.5
+    flat = torch.full_like(x, 0.5)
+    assert correlation(edge_magnitude(flat).flatten(1), edges).item() == pytest.approx(0.0, abs=1e-4)
 
 
 def test_colour_layout_sees_which_hue_is_where_not_brightness():

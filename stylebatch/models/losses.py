@@ -61,6 +61,19 @@ def colour_layout(x: torch.Tensor, block: int = 8) -> torch.Tensor:
     return F.avg_pool2d(x - luminance(x), block).flatten(2).flatten(0, 1)
 
 
+_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+def edge_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """N,3,H,W images in [0, 1] -> N,1,h,w: the Sobel gradient magnitude of the luminance at half
+    size, i.e. where an image's outlines are at the scale of features and fur (the evaluation's
+    structure score correlates the output's with the photo's)."""
+    y = F.interpolate(luminance(x.float()), scale_factor=0.5, mode="area")
+    kx = y.new_tensor(_SOBEL_X).view(1, 1, 3, 3)
+    gx, gy = F.conv2d(y, kx), F.conv2d(y, kx.transpose(2, 3))
+    return (gx.square() + gy.square() + 1e-8).sqrt()  # the epsilon: a finite gradient where flat
+
+
 def correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of each row of ``a`` with the same row of ``b`` (0 where one is flat):
     blind to a change of brightness or contrast, so a style may set those."""
