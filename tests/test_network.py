@@ -326,6 +326,55 @@ def test_a_term_weight_adds_that_term_to_the_loss(term):
     assert moved["total"] - without["total"] == pytest.approx(2.0 * moved[term], rel=1e-3)
 
 
+def test_teacher_crops_are_cut_with_their_photos_and_photos_without_one_are_masked():
+    from stylebatch.models.network_training import resize_shorter, teacher_indices
+
+    cfg = replace(TINY_TRAIN, teacher_weight=1.0, batch=16)
+    photos_ = [photo(60, 80, 0), photo(70, 50, 1)]
+    resized = resize_shorter(photos_[0], cfg.content_side).permute(1, 2, 0).numpy()
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, photos_, cfg, device="cpu", precision="fp32",
+                             teachers={0: 255 - resized})   # the inverted photo: a crop must invert exactly
+    import random
+    x, teacher, has = trainer._crops(random.Random(3))
+    assert x.shape == teacher.shape == (16, 3, 32, 32) and 0 < int(has.sum()) < 16
+    assert torch.allclose(teacher[has], 1 - x[has], atol=1e-5)      # same place, scale and flip
+    assert float(teacher[~has].abs().max()) == 0.0
+    assert teacher_indices(43, replace(cfg, teacher_photos=12)) == sorted(set(teacher_indices(43, replace(cfg, teacher_photos=12))))
+    assert len(teacher_indices(43, replace(cfg, teacher_photos=12))) == 12
+    assert teacher_indices(5, replace(cfg, teacher_photos=0)) == [0, 1, 2, 3, 4]
+    assert teacher_indices(5, replace(cfg, teacher_weight=0.0)) == []
+
+
+def test_the_teacher_term_is_zero_at_the_teacher_and_grows_away_from_it():
+    cfg = replace(TINY_TRAIN, teacher_weight=2.0, structure_weight=0.0)
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
+                             teachers={0: photo(48, 64, 5)})
+    with torch.no_grad():
+        torch.nn.init.normal_(trainer.net.out.weight, std=0.05)
+    x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
+    style, has = torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.bool)
+    with torch.no_grad():
+        own = trainer.net(x, style)
+    _, at = trainer.loss(x, style, own, has)
+    _, away = trainer.loss(x, style, x, has)
+    _, masked = trainer.loss(x, style, x, ~has)
+    assert at["teacher"] == pytest.approx(0.0, abs=1e-3)
+    assert away["teacher"] > 0.01 and masked["teacher"] == 0.0
+    assert away["total"] - masked["total"] == pytest.approx(2.0 * away["teacher"], rel=1e-3)
+
+
+def test_teacher_inputs_that_cannot_work_are_refused_with_the_reason():
+    cfg = replace(TINY_TRAIN, teacher_weight=1.0)
+    with pytest.raises(ValueError, match="teacher image for photo 0 is 10x10"):
+        NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
+                       teachers={0: photo(10, 10, 2)})
+    with pytest.raises(ValueError, match="one style at a time"):
+        NetworkTrainer({"a": stationary(64, 64), "b": stationary(64, 64, 1)}, [photo(60, 80, 0)], cfg,
+                       device="cpu", precision="fp32", teachers={0: photo(48, 64, 2)})
+    with pytest.raises(ValueError, match="no teacher images"):
+        NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32")
+
+
 def test_tonal_layout_correlation_ignores_brightness_and_contrast_not_inversion():
     from stylebatch.models.losses import correlation, tonal_layout
 

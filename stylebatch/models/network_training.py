@@ -37,6 +37,9 @@ from .vgg import load_vgg19
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 MOMENT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+# Where the networks' style gap sits (relu4_1's channel means, then relu3_1's: weights README): the
+# teacher term asks for Gatys's arrangement of the texture there, not its pixels.
+TEACHER_LAYERS = ("relu3_1", "relu4_1")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class TrainConfig:
     edge_weight: float = 0.0        # 1 - correlation of the photo's and the output's ``edge_magnitude``
     layout_weight: float = 0.0      # 1 - correlation of the photo's and the output's ``tonal_layout``
     colour_layout_weight: float = 0.0  # 1 - correlation of the recoloured photo's and the output's ``colour_layout``
+    teacher_weight: float = 0.0     # relative feature error at TEACHER_LAYERS against Gatys's output for the photo
+    teacher_photos: int = 0         # how many photos get a Gatys teacher (0: every photo); a teacher costs ~1 min on CPU
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig(palette=True)))
 
@@ -144,16 +149,32 @@ def random_crops(images: Sequence[torch.Tensor], n: int, crop: int, rng: random.
     return torch.cat(batch).contiguous(memory_format=torch.channels_last)
 
 
+def teacher_indices(n_photos: int, config: TrainConfig) -> list[int]:
+    """Which photos get a Gatys teacher: ``teacher_photos`` of them, evenly spread (every photo for 0)."""
+    if not config.teacher_weight:
+        return []
+    k = n_photos if config.teacher_photos <= 0 else min(config.teacher_photos, n_photos)
+    return sorted({round(i * n_photos / k) for i in range(k)})
+
+
 class NetworkTrainer:
-    """Trains one network for ``styles`` (name -> HxWx3 uint8) on crops of ``content`` photos."""
+    """Trains one network for ``styles`` (name -> HxWx3 uint8) on crops of ``content`` photos.
+
+    ``teachers``: with ``teacher_weight``, Gatys's output for some photos (index -> HxWx3 uint8 of
+    the photo's size after ``resize_shorter(photo, content_side)``, which is what it must be made
+    from); their crops are cut together with the photo's, so the term compares like with like."""
 
     def __init__(self, styles: Mapping[str, np.ndarray], content: Sequence[np.ndarray], config: TrainConfig,
                  *, device: str = "auto", precision: str = "auto",
-                 init_network: Optional[dict] = None):
+                 init_network: Optional[dict] = None, teachers: Optional[Mapping[int, np.ndarray]] = None):
         if not styles:
             raise ValueError("need at least one style image to train for")
         if not content:
             raise ValueError("need at least one content photo to train on")
+        if config.teacher_weight and len(styles) != 1:
+            raise ValueError(f"a teacher term trains one style at a time (Gatys's outputs are per style), got {len(styles)}")
+        if config.teacher_weight and not teachers:
+            raise ValueError("teacher_weight is set but no teacher images were given")
         self.config = config
         self.style_names = list(styles)
         self.device = runtime.pick_device(device)
@@ -164,6 +185,8 @@ class NetworkTrainer:
         self.vgg.to(memory_format=torch.channels_last)
         self.layer_weights = {n: 10.0 / self.vgg.convs["conv" + n[4:]].out_channels ** 2 for n in STYLE_LAYERS}
         self.content = [resize_shorter(c, config.content_side) for c in content]
+        if config.teacher_weight:
+            self.content = [self._with_teacher(i, c, (teachers or {}).get(i)) for i, c in enumerate(self.content)]
         self.style_grams = self._style_grams(styles)
         self.baselines = self._baselines()
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
@@ -183,6 +206,28 @@ class NetworkTrainer:
         self.step = 0
         self.seconds = 0.0   # training time so far, over every resumed session
         self.history: list[dict] = []
+
+    @staticmethod
+    def _with_teacher(index: int, photo: torch.Tensor, teacher: Optional[np.ndarray]) -> torch.Tensor:
+        """7 channels: the photo, its teacher (zeros if none) and a mask that says which (255: has one)."""
+        h, w = photo.shape[1:]
+        if teacher is None:
+            return torch.cat([photo, torch.zeros(4, h, w, dtype=torch.uint8)])
+        runtime.check_image(teacher, f"teacher image for photo {index}")
+        if teacher.shape[:2] != (h, w):
+            raise ValueError(f"teacher image for photo {index} is {teacher.shape[1]}x{teacher.shape[0]}, the photo "
+                             f"resized for training {w}x{h}: make it from resize_shorter(photo, content_side)")
+        return torch.cat([photo, torch.from_numpy(np.array(teacher)).permute(2, 0, 1),
+                          torch.full((1, h, w), 255, dtype=torch.uint8)])
+
+    def _crops(self, rng: random.Random) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """A batch of photo crops; with teachers, also their teachers' crops and which samples have one."""
+        x = random_crops(self.content, self.config.batch, self.config.crop, rng).to(self.device)
+        if x.shape[1] == 3:
+            return x, None, None
+        cl = torch.channels_last
+        return (x[:, :3].contiguous(memory_format=cl), x[:, 3:6].contiguous(memory_format=cl),
+                x[:, 6].mean((1, 2)) > 0.5)
 
     def _style_grams(self, styles: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         grams = {n: [] for n in STYLE_LAYERS}
@@ -221,7 +266,7 @@ class NetworkTrainer:
         n_styles = len(self.style_names)
         total = torch.zeros(n_styles, 2, device=self.device)
         for _ in range(batches):
-            x = random_crops(self.content, self.config.batch, self.config.crop, rng).to(self.device)
+            x = self._crops(rng)[0]
             with runtime.autocast(self.device, self.precision):
                 feats = self.vgg(x, STYLE_LAYERS)
             for s in range(n_styles):
@@ -248,12 +293,14 @@ class NetworkTrainer:
                 own[k] = v.clone()
         self.net.load_state_dict(own)
 
-    def loss(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, x: torch.Tensor, style: torch.Tensor, teacher: Optional[torch.Tensor] = None,
+             has_teacher: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         with torch.no_grad(), runtime.autocast(self.device, self.precision):
             # With a palette network the content to keep is the recoloured photo: the colours are the style's.
             recoloured = self.net.recolour(x, style)
             target = self.vgg(recoloured, [cfg.content_layer])[cfg.content_layer].float()
+            teacher_feats = self.vgg(teacher, TEACHER_LAYERS) if teacher is not None else None
         with runtime.autocast(self.device, self.precision):
             y = self.net(x, style)
             feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
@@ -285,27 +332,34 @@ class NetworkTrainer:
             # palette network paints every region in the palette's full range of colours, and the
             # parrots and the orange suit are gone where Gatys keeps them.
             colours = 1.0 - correlation(colour_layout(y), colour_layout(recoloured)).mean()
+        taught = torch.zeros((), device=y.device)
+        if teacher_feats is not None and bool(has_teacher.any()):
+            # Gatys's output for this very crop: where its texture puts each feature, which the Gram
+            # and moment terms (statistics of the whole crop) only ask for on average.
+            err = sum((feats[n].float() - teacher_feats[n].float()).square().sum((1, 2, 3))
+                      / teacher_feats[n].float().square().sum((1, 2, 3)).clamp_min(1e-6) for n in TEACHER_LAYERS)
+            taught = err[has_teacher].mean() / len(TEACHER_LAYERS)
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
                  + cfg.structure_weight * structure + cfg.edge_weight * edges + cfg.layout_weight * layout
-                 + cfg.colour_layout_weight * colours + 10.0 * out_of_range)
+                 + cfg.colour_layout_weight * colours + cfg.teacher_weight * taught + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
                        "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
                        "structure": float(structure.detach()), "edges": float(edges.detach()),
                        "layout": float(layout.detach()),
-                       "colour_layout": float(colours.detach()),
+                       "colour_layout": float(colours.detach()), "teacher": float(taught.detach()),
                        "total": float(total.detach())}
 
     def train_step(self) -> dict[str, float]:
         cfg = self.config
-        x = random_crops(self.content, cfg.batch, cfg.crop, self.rng).to(self.device)
+        x, teacher, has_teacher = self._crops(self.rng)
         style = torch.tensor([self.rng.randrange(len(self.style_names)) for _ in range(cfg.batch)],
                              device=self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        total, parts = self.loss(x, style)
+        total, parts = self.loss(x, style, teacher, has_teacher)
         total.backward()
         self.optimizer.step()
         self.step += 1
@@ -334,6 +388,7 @@ class NetworkTrainer:
                              + (f"; edges {mean['edges']:.3f}" if self.config.edge_weight else "")
                              + (f"; layout {mean['layout']:.3f}" if self.config.layout_weight else "")
                              + (f"; colour layout {mean['colour_layout']:.3f}" if self.config.colour_layout_weight else "")
+                             + (f"; teacher {mean['teacher']:.3f}" if self.config.teacher_weight else "")
                              + ")  "
                              f"{rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
             if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
