@@ -300,7 +300,9 @@ class NetworkTrainer:
             # With a palette network the content to keep is the recoloured photo: the colours are the style's.
             recoloured = self.net.recolour(x, style)
             target = self.vgg(recoloured, [cfg.content_layer])[cfg.content_layer].float()
-            teacher_feats = self.vgg(teacher, TEACHER_LAYERS) if teacher is not None else None
+            # Only the samples that have a teacher: the others' would be masked out anyway.
+            taught_rows = has_teacher if teacher is not None and bool(has_teacher.any()) else None
+            teacher_feats = self.vgg(teacher[taught_rows], TEACHER_LAYERS) if taught_rows is not None else None
         with runtime.autocast(self.device, self.precision):
             y = self.net(x, style)
             feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
@@ -333,12 +335,12 @@ class NetworkTrainer:
             # parrots and the orange suit are gone where Gatys keeps them.
             colours = 1.0 - correlation(colour_layout(y), colour_layout(recoloured)).mean()
         taught = torch.zeros((), device=y.device)
-        if teacher_feats is not None and bool(has_teacher.any()):
+        if teacher_feats is not None:
             # Gatys's output for this very crop: where its texture puts each feature, which the Gram
             # and moment terms (statistics of the whole crop) only ask for on average.
-            err = sum((feats[n].float() - teacher_feats[n].float()).square().sum((1, 2, 3))
+            err = sum((feats[n][taught_rows].float() - teacher_feats[n].float()).square().sum((1, 2, 3))
                       / teacher_feats[n].float().square().sum((1, 2, 3)).clamp_min(1e-6) for n in TEACHER_LAYERS)
-            taught = err[has_teacher].mean() / len(TEACHER_LAYERS)
+            taught = err.mean() / len(TEACHER_LAYERS)
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
