@@ -62,6 +62,7 @@ from stylebatch import images
 from stylebatch.config import JobConfig
 from stylebatch.images import decode_image
 from stylebatch.models import losses, registry
+from stylebatch.models.gatys import REFERENCE_ITERATIONS
 from stylebatch.models.losses import gram, mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
 
@@ -195,8 +196,8 @@ class Runner:
             if path.exists() and path.with_suffix(".json").exists():
                 return np.asarray(Image.open(path).convert("RGB")), json.loads(path.with_suffix(".json").read_text())["seconds"]
         t0 = time.perf_counter()
-        out = self.model("gatys").stylize([content], style, iterations=self.args.gatys_iterations, init="content",
-                                          coarse_to_fine=False, seed=self.args.seed)[0]
+        out = self.model("gatys").reference([content], style, iterations=self.args.gatys_iterations,
+                                            seed=self.args.seed)[0]
         seconds = time.perf_counter() - t0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,7 +340,7 @@ def main(argv=None) -> dict:
     p.add_argument("--photos", help="comma list: only these held-out photos (file names, with or without suffix)")
     p.add_argument("--styles", help="comma list: only these styles (preset names or painting file names)")
     p.add_argument("--cache", default=".eval_cache", help="folder caching gatys100 outputs ('' for none)")
-    p.add_argument("--gatys-iterations", type=int, default=100, help="L-BFGS iterations of the gatys100 method")
+    p.add_argument("--gatys-iterations", type=int, default=REFERENCE_ITERATIONS, help="L-BFGS iterations of the gatys100 method")
     p.add_argument("--methods", type=parse_methods, default=list(METHODS), help=f"comma list from {','.join(METHODS)}")
     p.add_argument("--limit-pairs", type=int, default=0, help="only the first N content x style pairs")
     p.add_argument("--out", default="eval_out", help="folder for evaluate.json, contact sheets and outputs")

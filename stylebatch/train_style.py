@@ -20,6 +20,7 @@ import torch
 from . import images, storage
 from .images import IMAGE_EXTENSIONS
 from .models.checkpoints import WeightsError, load_weights_record
+from .models.gatys import REFERENCE_ITERATIONS
 from .models.network import pack_state
 from .models.network_training import NetworkTrainer, TrainConfig, resize_shorter, teacher_indices
 
@@ -105,9 +106,6 @@ def checkpoint_uri(out: str) -> str:
     return out + ".ckpt"
 
 
-# The evaluation's reference: Gatys at 100 L-BFGS iterations from the photo, one level.
-TEACHER_ITERATIONS = 100
-
 
 def teacher_images(style_ref: str, photos: Sequence[np.ndarray], config: TrainConfig, cache: str, *,
                    device: str = "auto", precision: str = "auto",
@@ -124,7 +122,7 @@ def teacher_images(style_ref: str, photos: Sequence[np.ndarray], config: TrainCo
     picked = teacher_indices(len(photos), config)
     for n, i in enumerate(picked):
         resized = resize_shorter(photos[i], config.content_side).permute(1, 2, 0).numpy()
-        key = hashlib.sha256(f"{style.key}|gatys{TEACHER_ITERATIONS}|".encode() + resized.tobytes()
+        key = hashlib.sha256(f"{style.key}|gatys{REFERENCE_ITERATIONS}|".encode() + resized.tobytes()
                              + str(resized.shape).encode()).hexdigest()[:20]
         uri = storage.join(cache, f"{key}.png")
         if storage.exists(uri):
@@ -133,8 +131,7 @@ def teacher_images(style_ref: str, photos: Sequence[np.ndarray], config: TrainCo
         if model is None:
             model = registry.build("gatys", registry.ModelOptions(device=device, precision=precision))
         t0 = time.monotonic()
-        out[i] = model.stylize([resized], style, iterations=TEACHER_ITERATIONS, init="content",
-                               coarse_to_fine=False, seed=0)[0]
+        out[i] = model.reference([resized], style)[0]
         storage.write_bytes(uri, images.encode_image(out[i], "png"))
         if progress:
             progress(f"teacher {n + 1}/{len(picked)} ({resized.shape[1]}x{resized.shape[0]}): "

@@ -44,6 +44,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("adain", "content", "noise", "palette")
 
 DEFAULT_ITERATIONS = 100          # full-resolution iterations (the expensive ones)
+REFERENCE_ITERATIONS = 100        # the quality yardstick ("Gatys@100"): evaluation's reference, training's teacher
 DEFAULT_COARSE_FACTOR = 1         # coarse iterations per full-resolution one (more measured worse per pass)
 MIN_COARSE_SIDE = 128             # below this a coarse stage sees too little to be worth it
 ADAM_LR = 0.02                    # in [0, 1] pixel units (about 5 grey levels per step)
@@ -218,6 +219,12 @@ class GatysStylizer:
                 result = runtime.keep_content_color(result, runtime.to_tensor([img], self.device))
             out.extend(runtime.to_images(result))
         return out
+
+    def reference(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: int = REFERENCE_ITERATIONS,
+                  seed: int = 0) -> list[np.ndarray]:
+        """The yardstick every fast path is scored against (and trained towards, as a teacher):
+        plain Gatys from the photo at one level, ``iterations`` L-BFGS iterations, unit weights."""
+        return self.stylize(images, style, iterations=iterations, init="content", coarse_to_fine=False, seed=seed)
 
     def levels(self, h: int, w: int, coarse_to_fine: bool = True) -> list[tuple[int, int]]:
         """Sizes to optimise at, coarsest first: halve while the shorter side stays >= MIN_COARSE_SIDE."""
