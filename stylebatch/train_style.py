@@ -106,7 +106,6 @@ def checkpoint_uri(out: str) -> str:
     return out + ".ckpt"
 
 
-
 def teacher_images(style_ref: str, photos: Sequence[np.ndarray], config: TrainConfig, cache: str, *,
                    device: str = "auto", precision: str = "auto",
                    progress: Optional[Callable[[str], None]] = print) -> dict[int, np.ndarray]:
