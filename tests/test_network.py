@@ -363,6 +363,25 @@ def test_the_teacher_term_is_zero_at_the_teacher_and_grows_away_from_it():
     assert away["total"] - masked["total"] == pytest.approx(2.0 * away["teacher"], rel=1e-3)
 
 
+def test_a_region_teacher_term_asks_where_the_texture_goes_not_where_each_mark_is():
+    # The teacher's own texture moved by half a crop: per location it is far from the teacher; as
+    # the mean over the whole crop it is nearly the teacher; over quarter-crop regions in between.
+    teacher = torch.from_numpy(photo(32, 32, 5)).permute(2, 0, 1)[None].float() / 255
+    moved = torch.roll(teacher, shifts=(16, 16), dims=(2, 3))
+    terms = {}
+    for region in (0, 16, 32):
+        cfg = replace(TINY_TRAIN, teacher_weight=1.0, structure_weight=0.0, teacher_region=region)
+        trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
+                                 teachers={0: photo(48, 64, 5)})
+        terms[region] = trainer._relative_error(trainer.vgg(moved, ("relu3_1",))["relu3_1"],
+                                                trainer.vgg(teacher, ("relu3_1",))["relu3_1"], 32).item()
+    assert terms[0] > 0.2
+    assert terms[32] < 0.1 * terms[0] and terms[32] < terms[16] < terms[0]
+    with pytest.raises(ValueError, match="teacher_region is a side in pixels"):
+        NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], replace(cfg, teacher_region=-1),
+                       device="cpu", precision="fp32", teachers={0: photo(48, 64, 5)})
+
+
 def test_teacher_inputs_that_cannot_work_are_refused_with_the_reason():
     cfg = replace(TINY_TRAIN, teacher_weight=1.0)
     with pytest.raises(ValueError, match="teacher image for photo 0 is 10x10"):

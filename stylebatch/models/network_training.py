@@ -67,6 +67,7 @@ class TrainConfig:
     colour_layout_weight: float = 0.0  # 1 - correlation of the recoloured photo's and the output's ``colour_layout``
     teacher_weight: float = 0.0     # relative feature error at TEACHER_LAYERS against Gatys's output for the photo
     teacher_photos: int = 0         # how many photos get a Gatys teacher (0: every photo); a teacher costs ~1 min on CPU
+    teacher_region: int = 0         # px: compare region means of the features, not each location (0: per location)
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig(palette=True)))
 
@@ -175,6 +176,8 @@ class NetworkTrainer:
             raise ValueError(f"a teacher term trains one style at a time (Gatys's outputs are per style), got {len(styles)}")
         if config.teacher_weight and not teachers:
             raise ValueError("teacher_weight is set but no teacher images were given")
+        if config.teacher_region < 0:
+            raise ValueError(f"teacher_region is a side in pixels (0: per location), got {config.teacher_region}")
         self.config = config
         self.style_names = list(styles)
         self.device = runtime.pick_device(device)
@@ -293,6 +296,16 @@ class NetworkTrainer:
                 own[k] = v.clone()
         self.net.load_state_dict(own)
 
+    def _relative_error(self, out: torch.Tensor, teacher: torch.Tensor, side_px: int) -> torch.Tensor:
+        """Per sample: squared feature error relative to the teacher's energy, over each location or,
+        with ``teacher_region``, over region means (which kinds of texture belong in each part of the
+        photo, learnable where Gatys's exact placement of each mark is not)."""
+        out, teacher = out.float(), teacher.float()
+        if self.config.teacher_region:
+            k = max(1, round(self.config.teacher_region * out.shape[-1] / side_px))
+            out, teacher = F.avg_pool2d(out, k, ceil_mode=True), F.avg_pool2d(teacher, k, ceil_mode=True)
+        return (out - teacher).square().sum((1, 2, 3)) / teacher.square().sum((1, 2, 3)).clamp_min(1e-6)
+
     def loss(self, x: torch.Tensor, style: torch.Tensor, teacher: Optional[torch.Tensor] = None,
              has_teacher: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
@@ -338,8 +351,8 @@ class NetworkTrainer:
         if teacher_feats is not None:
             # Gatys's output for this very crop: where its texture puts each feature, which the Gram
             # and moment terms (statistics of the whole crop) only ask for on average.
-            err = sum((feats[n][taught_rows].float() - teacher_feats[n].float()).square().sum((1, 2, 3))
-                      / teacher_feats[n].float().square().sum((1, 2, 3)).clamp_min(1e-6) for n in TEACHER_LAYERS)
+            err = sum(self._relative_error(feats[n][taught_rows], teacher_feats[n], y.shape[-1])
+                      for n in TEACHER_LAYERS)
             taught = err.mean() / len(TEACHER_LAYERS)
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
