@@ -365,7 +365,7 @@ def test_the_teacher_term_is_zero_at_the_teacher_and_grows_away_from_it():
 
 def test_a_region_teacher_term_asks_where_the_texture_goes_not_where_each_mark_is():
     # The teacher's own texture moved by half a crop: per location it is far from the teacher; as
-    # the mean over the whole crop it is nearly the teacher; over quarter-crop regions in between.
+    # the mean over the whole crop it is nearly the teacher; over half-side regions in between.
     teacher = torch.from_numpy(photo(32, 32, 5)).permute(2, 0, 1)[None].float() / 255
     moved = torch.roll(teacher, shifts=(16, 16), dims=(2, 3))
     terms = {}
