@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--palette-strength", type=float, default=TrainConfig().network["palette_strength"],
                    help="with --palette: how far (0-1] the recolouring moves the photo to the style's palette "
                         "(NetworkConfig.palette_strength)")
+    p.add_argument("--residual-blocks", type=int, default=TrainConfig().network["residual_blocks"],
+                   help="residual blocks in the network's trunk; with --init-from a shallower file the extra "
+                        "blocks start as the identity (NetworkConfig.residual_blocks)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The network settings the command line can set; the others (widths) come from --recipe or the defaults.
-NETWORK_FLAGS = ("palette", "skip", "skip_luma", "palette_luma", "palette_strength")
+NETWORK_FLAGS = ("palette", "skip", "skip_luma", "palette_luma", "palette_strength", "residual_blocks")
 
 
 def load_recipe(uri: str) -> TrainConfig:

@@ -270,6 +270,27 @@ def test_a_skip_network_starts_as_the_network_it_is_fine_tuned_from_and_learns_i
     assert loaded.config.skip and torch.allclose(loaded.skip_out.weight, trainer.net.skip_out.weight, atol=1e-3)
 
 
+def test_a_deeper_network_grown_from_a_file_starts_as_that_file_and_trains_its_new_blocks(tmp_path):
+    """--residual-blocks above the source's: the extra blocks start as the identity (their last norm's
+    scale and shift zero), so the grown network first gives the source's outputs, then learns."""
+    source = tiny_network_file(tmp_path / "src.pt", ("a",))
+    record = torch.load(source, weights_only=True)
+    cfg = replace(TINY_TRAIN, network={**TINY, "residual_blocks": 3})
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
+                             init_network=record)
+    assert len(trainer.net.residuals) == 3
+    plain, _ = load_network(str(source))
+    x = torch.rand(1, 3, 40, 52)
+    with torch.no_grad():
+        assert torch.allclose(trainer.net(x, torch.tensor([0])), plain(x, torch.tensor([0])), atol=1e-4)
+    new_scale = trainer.net.residuals[2].b.norm.scale
+    assert float(new_scale.abs().max()) == 0.0
+    # The source's own block keeps its trained parameters, not the identity.
+    assert torch.equal(trainer.net.residuals[0].b.norm.scale.detach(), record["state_dict"]["residuals.0.b.norm.scale"].float())
+    trainer.train(2, progress=None)
+    assert float(trainer.net.residuals[2].b.norm.scale.abs().max()) > 0.0
+
+
 def test_a_luma_skip_changes_brightness_only_and_needs_skip(tmp_path):
     """NetworkConfig.skip_luma: the skip conv has one output channel, added to R, G and B alike, so
     whatever it learns moves no pixel's colour (the photo's colour accents stay the trunk's)."""

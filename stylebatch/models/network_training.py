@@ -284,7 +284,8 @@ class NetworkTrainer:
         source_styles = list(record.get("styles") or [])
         own = self.net.state_dict()
         # As stored: an int8 file's convolutions are integers until scaled (shipped presets are int8).
-        for k, v in unpack_state(record, "the network to start from").items():
+        source = unpack_state(record, "the network to start from")
+        for k, v in source.items():
             if k not in own:
                 continue
             v = v.float()
@@ -294,6 +295,13 @@ class NetworkTrainer:
                                  for n in self.style_names])
             if v.shape == own[k].shape:
                 own[k] = v.clone()
+        # Residual blocks the source lacks (a deeper network grown from a shipped file) start as the
+        # identity: their last norm's scale and shift at zero, so the grown network begins exactly
+        # where the source ends and the new blocks learn only what the old depth could not.
+        for i in range(len(self.net.residuals)):
+            if f"residuals.{i}.b.norm.scale" not in source:
+                own[f"residuals.{i}.b.norm.scale"].zero_()
+                own[f"residuals.{i}.b.norm.shift"].zero_()
         self.net.load_state_dict(own)
 
     def _relative_error(self, out: torch.Tensor, teacher: torch.Tensor, side_px: int) -> torch.Tensor:
