@@ -116,10 +116,8 @@ def structure_score(out: np.ndarray, photo: np.ndarray) -> float:
 
 def layout_score(out: np.ndarray, photo: np.ndarray) -> float:
     """Slope of the output's tonal layout on the photo's: cov / var (0 where the photo is flat)."""
-    a, b = losses.tonal_layout(_as_batch(out))[0], losses.tonal_layout(_as_batch(photo))[0]
-    a, b = a - a.mean(), b - b.mean()
-    var = float(b.square().sum())
-    return float((a * b).sum()) / var if var > 1e-12 else 0.0
+    return float(losses.slope(losses.tonal_layout(_as_batch(out))[0].double(),
+                              losses.tonal_layout(_as_batch(photo))[0].double()))
 
 
 def colour_score(out: np.ndarray, photo: np.ndarray, block: int = 8) -> float:

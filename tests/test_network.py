@@ -347,6 +347,32 @@ def test_a_term_weight_adds_that_term_to_the_loss(term):
     assert moved["total"] - without["total"] == pytest.approx(2.0 * moved[term], rel=1e-3)
 
 
+def test_the_contrast_term_counts_only_a_shortfall_of_the_palette_photo_layout_contrast():
+    """contrast_weight: relu(1 - slope) of the output's block luminance on the recoloured photo's.
+    An output at half the contrast scores 0.5, the same layout at more contrast 0 (the style may add
+    it), a flat one 1; and the term is weighted into the total."""
+    cfg = replace(TINY_TRAIN, structure_weight=0.0, contrast_weight=2.0)
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32")
+    plain = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], replace(cfg, contrast_weight=0.0),
+                           device="cpu", precision="fp32")
+    x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
+    style = torch.zeros(1, dtype=torch.long)
+    recoloured = trainer.net.recolour(x, style)
+    scores = {}
+    for name, out in {"half": 0.5 * recoloured + 0.25, "double": 2.0 * recoloured - 0.5,
+                      "flat": torch.full_like(x, 0.4)}.items():
+        for t in (trainer, plain):
+            t.net.forward = lambda _x, _s, out=out: out
+        _, with_term = trainer.loss(x, style)
+        _, without = plain.loss(x, style)
+        assert without["contrast"] == 0.0
+        assert with_term["total"] - without["total"] == pytest.approx(2.0 * with_term["contrast"], rel=1e-3, abs=1e-6)
+        scores[name] = with_term["contrast"]
+    assert scores["half"] == pytest.approx(0.5, abs=0.01)
+    assert scores["double"] == pytest.approx(0.0, abs=1e-4)
+    assert scores["flat"] == pytest.approx(1.0, abs=1e-4)
+
+
 def test_teacher_crops_are_cut_with_their_photos_and_photos_without_one_are_masked():
     from stylebatch.models.network_training import resize_shorter, teacher_indices
 

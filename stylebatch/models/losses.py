@@ -80,5 +80,13 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True), dim=1, eps=1e-6)
 
 
+def slope(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Least-squares slope of each row of ``a`` regressed on the same row of ``b`` (0 where ``b`` is
+    flat): how much of ``b``'s variation ``a`` carries, at what strength (0.5: at half contrast)."""
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    var = b.square().sum(-1)
+    return torch.where(var > 1e-12, (a * b).sum(-1) / var.clamp_min(1e-12), torch.zeros_like(var))
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, tonal_layout, total_variation
+from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, slope, tonal_layout, total_variation
 from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
 from .vgg import load_vgg19
 
@@ -64,6 +64,7 @@ class TrainConfig:
     structure_weight: float = 0.3   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
     edge_weight: float = 0.0        # 1 - correlation of the photo's and the output's ``edge_magnitude``
     layout_weight: float = 0.0      # 1 - correlation of the photo's and the output's ``tonal_layout``
+    contrast_weight: float = 0.0    # how far the output's ``tonal_layout`` falls short of the recoloured photo's contrast
     colour_layout_weight: float = 0.0  # 1 - correlation of the recoloured photo's and the output's ``colour_layout``
     teacher_weight: float = 0.0     # relative feature error at TEACHER_LAYERS against Gatys's output for the photo
     teacher_photos: int = 0         # how many photos get a Gatys teacher (0: every photo); a teacher costs ~1 min on CPU
@@ -349,6 +350,13 @@ class NetworkTrainer:
             # Where the photo is bright and dark at object scale: the outlines alone (structure) let a
             # network paint a face and its background in one tone, and the face is gone.
             layout = 1.0 - correlation(tonal_layout(y), tonal_layout(x)).mean()
+        contrast = torch.zeros((), device=y.device)
+        if cfg.contrast_weight:
+            # The layout term is a correlation, blind to contrast: the dark presets kept where the
+            # photo is light and dark but at a third of its contrast, and faces sank into the
+            # background. The slope on the recoloured photo's layout (the palette's own contrast,
+            # not the photo's) counts only a shortfall, so the style may add contrast.
+            contrast = F.relu(1.0 - slope(tonal_layout(y), tonal_layout(recoloured))).mean()
         colours = torch.zeros((), device=y.device)
         if cfg.colour_layout_weight:
             # Which hue each object has, in the style's palette (the recoloured photo): without it a
@@ -366,11 +374,12 @@ class NetworkTrainer:
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
         total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
                  + cfg.structure_weight * structure + cfg.edge_weight * edges + cfg.layout_weight * layout
+                 + cfg.contrast_weight * contrast
                  + cfg.colour_layout_weight * colours + cfg.teacher_weight * taught + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
                        "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
                        "structure": float(structure.detach()), "edges": float(edges.detach()),
-                       "layout": float(layout.detach()),
+                       "layout": float(layout.detach()), "contrast": float(contrast.detach()),
                        "colour_layout": float(colours.detach()), "teacher": float(taught.detach()),
                        "total": float(total.detach())}
 
@@ -410,6 +419,7 @@ class NetworkTrainer:
                              + (f"; structure {mean['structure']:.3f}" if self.config.structure_weight else "")
                              + (f"; edges {mean['edges']:.3f}" if self.config.edge_weight else "")
                              + (f"; layout {mean['layout']:.3f}" if self.config.layout_weight else "")
+                             + (f"; contrast {mean['contrast']:.3f}" if self.config.contrast_weight else "")
                              + (f"; colour layout {mean['colour_layout']:.3f}" if self.config.colour_layout_weight else "")
                              + (f"; teacher {mean['teacher']:.3f}" if self.config.teacher_weight else "")
                              + ")  "
