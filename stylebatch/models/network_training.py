@@ -64,7 +64,7 @@ class TrainConfig:
     structure_weight: float = 0.3   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
     edge_weight: float = 0.0        # 1 - correlation of the photo's and the output's ``edge_magnitude``
     layout_weight: float = 0.0      # 1 - correlation of the photo's and the output's ``tonal_layout``
-    contrast_weight: float = 0.0    # how far the output's ``tonal_layout`` falls short of the recoloured photo's contrast
+    contrast_weight: float = 0.0    # how far the output's ``tonal_layout`` falls short of the photo's contrast
     colour_layout_weight: float = 0.0  # 1 - correlation of the recoloured photo's and the output's ``colour_layout``
     teacher_weight: float = 0.0     # relative feature error at TEACHER_LAYERS against Gatys's output for the photo
     teacher_photos: int = 0         # how many photos get a Gatys teacher (0: every photo); a teacher costs ~1 min on CPU
@@ -353,10 +353,11 @@ class NetworkTrainer:
         contrast = torch.zeros((), device=y.device)
         if cfg.contrast_weight:
             # The layout term is a correlation, blind to contrast: the dark presets kept where the
-            # photo is light and dark but at a third of its contrast, and faces sank into the
-            # background. The slope on the recoloured photo's layout (the palette's own contrast,
-            # not the photo's) counts only a shortfall, so the style may add contrast.
-            contrast = F.relu(1.0 - slope(tonal_layout(y), tonal_layout(recoloured))).mean()
+            # photo is light and dark at a third to a half of its contrast, and faces sank into the
+            # background, where Gatys@100 keeps about all of it (weights README). Against the photo,
+            # not the recoloured photo: the recolouring alone already halves it on dark palettes.
+            # Only a shortfall counts, so the style may add contrast.
+            contrast = F.relu(1.0 - slope(tonal_layout(y), tonal_layout(x))).mean()
         colours = torch.zeros((), device=y.device)
         if cfg.colour_layout_weight:
             # Which hue each object has, in the style's palette (the recoloured photo): without it a
