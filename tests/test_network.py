@@ -66,6 +66,35 @@ def test_an_untrained_network_is_the_identity():
         assert torch.equal(StyleNetwork(2, NetworkConfig(**TINY))(img, torch.tensor([1])), img)
 
 
+def test_channels_last_training_layout_gives_the_same_outputs_and_gradients():
+    # Training runs the network channels-last; the norm normalises a contiguous copy there (its CPU
+    # backward is several times faster) and must hand back the same numbers in the caller's layout.
+    torch.manual_seed(0)
+    net = StyleNetwork(2, NetworkConfig(**TINY))
+    with torch.no_grad():
+        torch.nn.init.normal_(net.out.weight, std=0.05)
+    x = torch.rand(2, 3, 24, 32)
+    style = torch.tensor([0, 1])
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        net.zero_grad()
+        net.to(memory_format=layout)
+        xin = x.contiguous(memory_format=layout)
+        y = net(xin, style)
+        norm_out = net.down[0].norm(torch.rand(2, 8, 6, 6).contiguous(memory_format=layout), style)
+        assert norm_out.is_contiguous(memory_format=layout)
+        (y * torch.linspace(0, 1, y.numel()).view_as(y)).sum().backward()
+        results.append((y.detach().clone(), {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (y0, g0), (y1, g1) = results
+    assert torch.allclose(y0, y1, atol=1e-5)
+    assert g0.keys() == g1.keys()
+    # Relative to the largest gradient: a conv bias before a norm has a true gradient of zero, so
+    # both layouts give rounding noise there.
+    scale = max(float(g.abs().max()) for g in g0.values())
+    for name in g0:
+        assert torch.allclose(g0[name], g1[name], rtol=1e-4, atol=1e-6 * scale), name
+
+
 def test_network_file_round_trip_is_fp16_and_weights_only(tmp_path):
     path = tiny_network_file(tmp_path / "n.pt")
     record = torch.load(path, weights_only=True)
