@@ -14,8 +14,8 @@ import torch
 from stylebatch import presets, styles
 from stylebatch.models import registry, runtime
 from stylebatch.models.checkpoints import WeightsError
-from stylebatch.models.network import (NetworkConfig, NetworkStylizer, StyleNetwork, load_network, network_record,
-                                       save_network)
+from stylebatch.models.network import (NetworkConfig, NetworkStylizer, StyleNetwork, fill_droplets, load_network,
+                                       network_record, save_network)
 from stylebatch.models.network_training import NetworkTrainer, TrainConfig
 from tests.helpers import photo
 
@@ -64,6 +64,43 @@ def test_an_untrained_network_is_the_identity():
     img = torch.rand(1, 3, 37, 50)
     with torch.no_grad():
         assert torch.equal(StyleNetwork(2, NetworkConfig(**TINY))(img, torch.tensor([1])), img)
+
+
+def test_fill_droplets_fills_the_hole_from_around_it_and_leaves_the_rest():
+    yy, xx = torch.meshgrid(torch.linspace(0, 0.1, 64), torch.linspace(0, 0.1, 64), indexing="ij")
+    change = (0.2 + yy + xx).expand(1, 3, 64, 64).clone()
+    change[..., 28:36, 28:36] = 0.9                      # what the droplet drew
+    droplets = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    droplets[..., 15:17, 15:17] = True                   # full size 30:34, plus 7 px of reach: 23:41
+    out = fill_droplets(change, droplets)
+    hole = torch.zeros(64, 64, dtype=torch.bool)
+    hole[23:41, 23:41] = True
+    assert torch.equal(out[..., ~hole], change[..., ~hole])
+    assert (out[..., 28:36, 28:36] - (0.2 + 0.1)).abs().max() < 0.03   # the surroundings' level there
+    assert torch.equal(fill_droplets(change, torch.zeros_like(droplets)), change)
+
+
+def test_a_network_fills_in_a_droplet_only_where_it_shows():
+    """A spike shared by every channel of the first upsampling layer (a planted droplet) changes the
+    output only within its reach, and there the output takes its surroundings' level."""
+    torch.manual_seed(0)
+    net = StyleNetwork(1, NetworkConfig(**TINY))
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.02)
+    net.up[0].conv.register_forward_hook(lambda m, i, o: o.index_put_(
+        (torch.tensor([0]), torch.arange(o.shape[1]), torch.tensor([10]), torch.tensor([12])), torch.tensor(300.0)))
+    off = StyleNetwork(1, replace(net.config, droplet_energy=0.0))
+    off.load_state_dict(net.state_dict())
+    off.up[0].conv._forward_hooks = net.up[0].conv._forward_hooks
+    img = torch.full((1, 3, 48, 48), 0.5)
+    with torch.no_grad():
+        healed, drawn = net(img, torch.tensor([0])), off(img, torch.tensor([0]))
+    changed = (healed - drawn).abs().amax(1)[0] > 1e-6
+    rows, cols = changed.nonzero().T
+    assert changed.any() and rows.min() >= 20 - 8 and rows.max() <= 21 + 8 and cols.min() >= 24 - 8 and cols.max() <= 25 + 8
+    spot = (slice(None), slice(None), slice(19, 23), slice(23, 27))
+    around = torch.cat([healed[..., 6:10, :].flatten(2), healed[..., -10:-6, :].flatten(2)], 2).mean(2)
+    assert (drawn[spot].mean((2, 3)) - around).abs().max() > 5 * (healed[spot].mean((2, 3)) - around).abs().max()
 
 
 def test_channels_last_training_layout_gives_the_same_outputs_and_gradients():
