@@ -71,10 +71,10 @@ def test_fill_droplets_fills_the_hole_from_around_it_and_leaves_the_rest():
     change = (0.2 + yy + xx).expand(1, 3, 64, 64).clone()
     change[..., 28:36, 28:36] = 0.9                      # what the droplet drew
     droplets = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
-    droplets[..., 15:17, 15:17] = True                   # full size 30:34, plus 7 px of reach: 23:41
+    droplets[..., 15:17, 15:17] = True                   # full size 30:34, plus 4 half-size px of reach: 22:42
     out = fill_droplets(change, droplets)
     hole = torch.zeros(64, 64, dtype=torch.bool)
-    hole[23:41, 23:41] = True
+    hole[22:42, 22:42] = True
     assert torch.equal(out[..., ~hole], change[..., ~hole])
     assert (out[..., 28:36, 28:36] - (0.2 + 0.1)).abs().max() < 0.03   # the surroundings' level there
     assert torch.equal(fill_droplets(change, torch.zeros_like(droplets)), change)

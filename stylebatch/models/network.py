@@ -219,28 +219,33 @@ class StyleNetwork(nn.Module):
         return y[..., :h, :w]
 
 
-def fill_droplets(change: torch.Tensor, droplets: torch.Tensor, reach: int = 7, window: int = 15) -> torch.Tensor:
+def fill_droplets(change: torch.Tensor, droplets: torch.Tensor, reach: int = 7, coarse: int = 4) -> torch.Tensor:
     """``change`` (N,C,H,W) with every pixel that saw a droplet filled in from the pixels around it.
 
     ``droplets``: N,1,H/2,W/2 booleans at the first upsampling layer's resolution. What saw one: the
-    droplet upsampled, widened by ``reach`` pixels (the last upsampling conv's 3x3 and the output
-    conv's 9x9 reach 5; 2 more for margin). The fill is a normalised box filter of the pixels that
-    did not, repeated until the hole is closed (a wide droplet takes a few rounds)."""
-    hole = F.max_pool2d(F.interpolate(droplets.float(), size=change.shape[-2:], mode="nearest"),
-                        2 * reach + 1, stride=1, padding=reach)
+    droplet widened by ``reach`` full-size pixels (the last upsampling conv's 3x3 and the output
+    conv's 9x9 reach 5; 2 more for margin). The fill is smooth, so it is made at 1/``coarse`` size
+    (a normalised 3x3 box filter of the known pixels, repeated until the hole is closed) and
+    upsampled: at full size the same fill cost more than half the network's own time."""
+    half = max(1, -(-reach // 2))
+    hole = F.interpolate(F.max_pool2d(droplets.float(), 2 * half + 1, stride=1, padding=half),
+                         size=change.shape[-2:], mode="nearest")
     if not bool(hole.any()):
         return change
-    filled, known = change.float(), 1.0 - hole
-    for _ in range(8):
-        num = F.avg_pool2d(filled * known, window, stride=1, padding=window // 2, count_include_pad=False)
-        den = F.avg_pool2d(known, window, stride=1, padding=window // 2, count_include_pad=False)
-        reached = (den > 1e-6).float()
-        filled = filled * known + num / den.clamp_min(1e-6) * reached * (1.0 - known)
-        known = torch.maximum(known, reached)
-        if bool(known.min() > 0):
+    x, known = change.float(), 1.0 - hole
+    num = F.avg_pool2d(x * known, coarse, ceil_mode=True)
+    den = F.avg_pool2d(known, coarse, ceil_mode=True)
+    for _ in range(max(den.shape[-2:])):  # each round reaches one coarse pixel further in
+        if bool((den > 1e-3).all()):
             break
-    # Anything still unreached (a droplet over nearly the whole image) keeps the network's change.
-    return (filled * known + change.float() * (1.0 - known)).to(change.dtype)
+        grown_num = F.avg_pool2d(num, 3, stride=1, padding=1, count_include_pad=False)
+        grown_den = F.avg_pool2d(den, 3, stride=1, padding=1, count_include_pad=False)
+        keep = (den > 1e-3).float()
+        num, den = num * keep + grown_num * (1 - keep), den * keep + grown_den * (1 - keep)
+    if not bool((den > 1e-3).all()):  # a droplet over the whole image: nothing to fill it from
+        return change
+    fill = F.interpolate(num / den, size=change.shape[-2:], mode="bilinear", align_corners=False)
+    return (x * known + fill * hole).to(change.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
