@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--residual-blocks", type=int, default=TrainConfig().network["residual_blocks"],
                    help="residual blocks in the network's trunk; with --init-from a shallower file the extra "
                         "blocks start as the identity (NetworkConfig.residual_blocks)")
+    p.add_argument("--droplet-energy", type=float, default=TrainConfig().network["droplet_energy"],
+                   help="fill in the output's change where an instance-norm droplet holds more than this many "
+                        "times a layer's mean energy; 0: off (NetworkConfig.droplet_energy)")
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -83,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The network settings the command line can set; the others (widths) come from --recipe or the defaults.
-NETWORK_FLAGS = ("palette", "skip", "skip_luma", "palette_luma", "palette_strength", "residual_blocks")
+NETWORK_FLAGS = ("palette", "skip", "skip_luma", "palette_luma", "palette_strength", "residual_blocks",
+                 "droplet_energy")
 
 
 def load_recipe(uri: str) -> TrainConfig:

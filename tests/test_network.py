@@ -921,9 +921,10 @@ def test_train_config_from_record_round_trips_and_fills_what_older_records_lack(
     made = TrainConfig(lr=3e-4, structure_weight=0.15, network={**TrainConfig().network, "palette_luma": 0.5})
     assert TrainConfig.from_record(json.loads(json.dumps(made.describe()))) == made
     old = made.describe()
-    del old["network"]["palette_strength"], old["tv_weight"]
+    del old["network"]["palette_strength"], old["network"]["droplet_energy"], old["tv_weight"]
     again = TrainConfig.from_record(old)
     assert again.network["palette_strength"] == 1.0 and again.tv_weight == TrainConfig().tv_weight
+    assert again.network["droplet_energy"] == NetworkConfig().droplet_energy  # older files get the fill
 
 
 def test_train_config_from_record_refuses_settings_it_does_not_know():
@@ -932,6 +933,8 @@ def test_train_config_from_record_refuses_settings_it_does_not_know():
     bad["network"]["depth"] = 9
     with pytest.raises(ValueError, match=r"rec\.json: unknown training settings gram_scale, network\.depth"):
         TrainConfig.from_record(bad, source="rec.json")
+    with pytest.raises(ValueError, match=r"rec\.json: .*droplet_energy is a multiple of the mean energy"):
+        TrainConfig.from_record({"network": {"droplet_energy": 0.5}}, source="rec.json")
     with pytest.raises(ValueError, match=r"rec\.json: .*palette_luma needs palette"):
         TrainConfig.from_record({"network": {"palette": False, "palette_luma": 0.5}}, source="rec.json")
 
@@ -940,13 +943,15 @@ def test_recipe_sets_the_defaults_and_flags_still_win(tmp_path):
     from jobs.train_network import parse_args
 
     config = TrainConfig(lr=3e-4, structure_weight=0.15, batch=12,
-                         network={**TrainConfig().network, "channels": 48, "skip": False, "palette_luma": 0.5}).describe()
+                         network={**TrainConfig().network, "channels": 48, "skip": False, "palette_luma": 0.5,
+                                  "droplet_energy": 0.0}).describe()
     recipe = _write_record(tmp_path / "ukiyo.json", config)
     args, network = parse_args(["--style", "u=ukiyo", "-o", "u.pt", "--recipe", recipe, "--lr", "1e-4"])
     assert args.lr == 1e-4                                   # the flag given
     assert (args.structure_weight, args.batch) == (0.15, 12)  # the recipe's
-    assert (args.skip, args.palette_luma) == (False, 0.5)
+    assert (args.skip, args.palette_luma, args.droplet_energy) == (False, 0.5, 0.0)
     assert network["channels"] == 48                         # widths the command line cannot set
+    assert parse_args(["--style", "u=ukiyo", "-o", "u.pt", "--recipe", recipe, "--droplet-energy", "20"])[0].droplet_energy == 20
     plain, none = parse_args(["--style", "u=ukiyo", "-o", "u.pt"])
     assert plain.lr == TrainConfig().lr and none == {}
 
