@@ -115,7 +115,9 @@ class ConditionalInstanceNorm(nn.Module):
         # Training runs the network channels-last (the convolutions' fast layout), where the CPU
         # group_norm *backward* is 5-7x slower than on a contiguous tensor (a quarter of a training
         # step): on CPU the norm works on a contiguous copy and hands back the caller's layout.
-        channels_last = (x.device.type == "cpu" and not x.is_contiguous()
+        # Inference (no autograd) normalises channels-last in place: the forward kernel is fast
+        # there, and the two copies were 40% of a 512 px batch's time.
+        channels_last = (x.device.type == "cpu" and torch.is_grad_enabled() and not x.is_contiguous()
                          and x.is_contiguous(memory_format=torch.channels_last))
         normed = F.group_norm(x.contiguous() if channels_last else x, x.shape[1], eps=1e-5)
         scale = self.scale[style].to(x.dtype)[..., None, None]
@@ -375,7 +377,10 @@ class NetworkStylizer:
             # the time on CPU); fp16 keeps fp32 weights under autocast, as fp16 instance-norm
             # scales can overflow.
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-            self._loaded[ref] = (net.to(self.device, dtype), styles)
+            # Channels-last, as training runs it: on CPU the convolutions otherwise reorder every
+            # input and output (bf16: 1.6 s against 0.95 s for 4 images at 512 px on a 2-core Xeon).
+            net = net.to(self.device, dtype).to(memory_format=torch.channels_last)
+            self._loaded[ref] = (net, styles)
             while len(self._loaded) > self.cache_size:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(ref)
@@ -403,7 +408,8 @@ class NetworkStylizer:
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with runtime.autocast(self.device, "fp32" if self.precision == "bf16" else self.precision):
-                y = net(x, torch.full((x.shape[0],), index, dtype=torch.long, device=self.device))
+                y = net(x.contiguous(memory_format=torch.channels_last),
+                        torch.full((x.shape[0],), index, dtype=torch.long, device=self.device))
             y = y.float().clamp(0, 1)
             if preserve_color:
                 y = runtime.keep_content_color(y, x)
