@@ -230,15 +230,16 @@ def test_stylizer_keeps_sizes_and_styles_differ(tmp_path):
 
 
 def test_the_stylizer_runs_channels_last_and_gives_the_networks_own_output(tmp_path):
-    """Inference runs channels-last (no reorder around each conv, no copy around each norm): the
-    same pixels as the network run plainly on a contiguous tensor."""
+    """Inference runs channels-last (no reorder around each conv, no copy around each norm) and,
+    for a batch of one style, lets group_norm apply the style's scale/shift: the same pixels as the
+    network run as training runs it (contiguous, a separate multiply-add per norm)."""
     path = tiny_network_file(tmp_path / "n.pt")
     img = photo(48, 64, 4)
     out = NetworkStylizer(device="cpu", precision="fp32").stylize([img], _style(path, "b"))[0]
     net, _ = load_network(str(path))
-    with torch.no_grad():
+    with torch.enable_grad():
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-        plain = net(x, torch.tensor([1])).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
+        plain = net(x, torch.tensor([1])).detach().clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
     assert np.abs(out.astype(float) - plain).max() <= 1.0
 
 
