@@ -227,7 +227,8 @@ def _export(state: dict, out: str, *, styles: Optional[Mapping[str, str]] = None
             weights_precision: str = "fp16") -> dict:
     """The network file (``weights_precision``: fp16 or int8) and ``<out>.json``: how it was made."""
     net_rec = state["network"]
-    record = {**net_rec, **pack_state(net_rec["state_dict"], weights_precision)}
+    # With ema_decay the file holds the averaged weights (the checkpoint keeps both, to resume).
+    record = {**net_rec, **pack_state(state.get("ema") or net_rec["state_dict"], weights_precision)}
     _save(record, out)
     made = {"styles": {k: storage.redact(v) for k, v in (styles or {n: n for n in net_rec["styles"]}).items()},
             "content": storage.redact(content) if content else "default (scikit-image photos + ../shared/data/photos)",

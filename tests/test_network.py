@@ -299,6 +299,34 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "straight.json").exists()
 
 
+def test_with_ema_decay_the_file_holds_the_averaged_weights_and_resume_stays_exact(tmp_path):
+    """ema_decay: the exported file holds a moving average of the training weights (between where
+    training started and its last step), the checkpoint keeps both, and a resumed run exports the
+    same file as a straight one."""
+    from stylebatch.train_style import checkpoint_uri, train_style_network
+
+    content = [photo(60, 80, s) for s in range(3)]
+    kwargs = dict(content_images=content, device="cpu", precision="fp32", checkpoint_every=1, progress=None)
+    cfg = replace(TINY_TRAIN, ema_decay=0.6, lr=1e-2)
+    straight = tmp_path / "straight.pt"
+    train_style_network({"ink": "ink"}, str(straight), config=cfg, **kwargs)
+    resumed = tmp_path / "resumed.pt"
+    train_style_network({"ink": "ink"}, str(resumed), config=replace(cfg, steps=2), **kwargs)
+    train_style_network({"ink": "ink"}, str(resumed), config=cfg, resume=True, **kwargs)
+    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    ckpt = torch.load(checkpoint_uri(str(straight)), weights_only=True)
+    last, average = ckpt["network"]["state_dict"], ckpt["ema"]
+    for k in ("out.weight", "down.0.conv.weight"):
+        assert torch.allclose(a["state_dict"][k].float(), average[k], atol=1e-3), k
+    # The untrained network's last conv is zero: the average trails the last step towards it.
+    assert 0 < float(average["out.weight"].abs().sum()) < float(last["out.weight"].abs().sum())
+    with pytest.raises(ValueError, match="ema_decay"):
+        NetworkTrainer({"a": stationary(64, 64)}, content, replace(TINY_TRAIN, ema_decay=1.0), device="cpu",
+                       precision="fp32")
+
+
 def test_init_from_keeps_a_known_style_own_parameters_and_gives_a_new_one_the_mean(tmp_path):
     source = tiny_network_file(tmp_path / "src.pt", ("a", "b"))
     record = torch.load(source, weights_only=True)
@@ -956,7 +984,7 @@ def test_train_config_from_record_refuses_settings_it_does_not_know():
 def test_recipe_sets_the_defaults_and_flags_still_win(tmp_path):
     from jobs.train_network import parse_args
 
-    config = TrainConfig(lr=3e-4, structure_weight=0.15, batch=12,
+    config = TrainConfig(lr=3e-4, structure_weight=0.15, batch=12, ema_decay=0.99,
                          network={**TrainConfig().network, "channels": 48, "skip": False, "palette_luma": 0.5,
                                   "droplet_energy": 0.0}).describe()
     recipe = _write_record(tmp_path / "ukiyo.json", config)
@@ -964,6 +992,7 @@ def test_recipe_sets_the_defaults_and_flags_still_win(tmp_path):
     assert args.lr == 1e-4                                   # the flag given
     assert (args.structure_weight, args.batch) == (0.15, 12)  # the recipe's
     assert (args.skip, args.palette_luma, args.droplet_energy) == (False, 0.5, 0.0)
+    assert args.ema_decay == 0.99
     assert network["channels"] == 48                         # widths the command line cannot set
     assert parse_args(["--style", "u=ukiyo", "-o", "u.pt", "--recipe", recipe, "--droplet-energy", "20"])[0].droplet_energy == 20
     plain, none = parse_args(["--style", "u=ukiyo", "-o", "u.pt"])

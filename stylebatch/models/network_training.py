@@ -69,6 +69,10 @@ class TrainConfig:
     teacher_weight: float = 0.0     # relative feature error at TEACHER_LAYERS against Gatys's output for the photo
     teacher_photos: int = 0         # how many photos get a Gatys teacher (0: every photo); a teacher costs ~1 min on CPU
     teacher_region: int = 0         # px: compare region means of the features, not each location (0: per location)
+    # The exported weights: an exponential moving average of the training weights over about
+    # 1 / (1 - ema_decay) steps (Polyak averaging), which smooths out the last steps' noise at
+    # batch 6; 0: the last step's weights.
+    ema_decay: float = 0.0
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig(palette=True)))
 
@@ -206,6 +210,10 @@ class NetworkTrainer:
         # (the style loss starts far from its target) keep the step size tiny for ~1000 steps, and
         # the network sat at the photo (fraction of the style gap open ~1.0 after 100 steps).
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.9, 0.99))
+        if not 0.0 <= config.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+        self.ema = ({k: v.detach().float().clone() for k, v in self.net.state_dict().items()}
+                    if config.ema_decay else None)
         self.rng = random.Random(config.seed)
         self.step = 0
         self.seconds = 0.0   # training time so far, over every resumed session
@@ -399,6 +407,12 @@ class NetworkTrainer:
         total.backward()
         self.optimizer.step()
         self.step += 1
+        if self.ema is not None:
+            # A shorter memory over the first steps, so the average does not sit at the start.
+            keep = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+            with torch.no_grad():
+                for k, v in self.net.state_dict().items():
+                    self.ema[k].lerp_(v.float(), 1.0 - keep)
         return parts
 
     def train(self, steps: int, *, checkpoint: Optional[Callable[["NetworkTrainer"], None]] = None,
@@ -433,7 +447,10 @@ class NetworkTrainer:
 
     # -- checkpoints: plain data + tensors, loadable weights-only --------------------------------
     def state(self) -> dict:
-        return {"network": network_record(self.net, self.style_names, storage="fp32"),
+        """Everything resume needs; with ``ema_decay`` also ``ema``, the averaged weights the export
+        writes."""
+        extra = {"ema": {k: v.clone() for k, v in self.ema.items()}} if self.ema is not None else {}
+        return {**extra, "network": network_record(self.net, self.style_names, storage="fp32"),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "rng": _rng_state(self.rng), "config": self.config.describe(), "history": list(self.history),
                 "seconds": self.seconds}
@@ -447,6 +464,9 @@ class NetworkTrainer:
         self.rng.setstate(_rng_from_state(state["rng"]))
         self.history = list(state["history"])
         self.seconds = float(state.get("seconds", 0.0))
+        if self.ema is not None:  # a checkpoint from before the average was switched on starts it here
+            source = state.get("ema") or state["network"]["state_dict"]
+            self.ema = {k: source[k].float().clone() for k in self.ema}
 
 
 def _rng_state(rng: random.Random) -> list:
