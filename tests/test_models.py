@@ -234,6 +234,37 @@ def test_mixed_sizes_in_one_batch_keep_order_and_results(stylizer):
         assert np.abs(alone.astype(int) - out.astype(int)).max() <= 1
 
 
+def test_map_in_batches_runs_one_image_at_a_time_on_cpu_and_up_to_max_batch_elsewhere():
+    """CPU: one image per call (batches spill out of the caches: 1.4-2.5x slower per image, weights
+    README); other devices: same-sized images together, up to max_batch. Either way in input order."""
+    from unittest import mock
+
+    from stylebatch.models import runtime
+
+    imgs = [photo(16, 20, seed=1), photo(24, 20, seed=2), photo(16, 20, seed=3), photo(16, 20, seed=4)]
+    real_to_tensor = runtime.to_tensor
+
+    def run(device):
+        calls = []
+
+        def brighter(x):
+            calls.append(x.shape[0])
+            return (x + 0.1).clamp(0, 1)
+
+        # The tensors stay on the CPU whatever device map_in_batches is told it runs on.
+        with mock.patch.object(runtime, "to_tensor", lambda arrays, _: real_to_tensor(arrays, torch.device("cpu"))):
+            return calls, runtime.map_in_batches(imgs, device, 2, brighter)
+
+    cpu_calls, cpu_out = run(torch.device("cpu"))
+    gpu_calls, gpu_out = run(torch.device("meta"))
+    assert cpu_calls == [1, 1, 1, 1]
+    assert sorted(gpu_calls) == [1, 1, 2]  # three 16x20 images in batches of 2, one 24x20 alone
+    for out in (cpu_out, gpu_out):
+        for img, o in zip(imgs, out):
+            assert o.shape == img.shape
+            assert np.abs(o.astype(int) - np.clip(img.astype(int) + 25.5, 0, 255)).max() <= 1
+
+
 def test_preserve_color_keeps_the_content_chroma(stylizer):
     content = photo(64, 64, seed=51)
     style = StyleSpec("colour", (painting(64, 64, seed=10),))
