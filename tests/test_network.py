@@ -278,20 +278,28 @@ def test_network_reads_through_the_given_reader(tmp_path):
 
 # -- training ----------------------------------------------------------------------------------
 
-def test_training_resumes_exactly(tmp_path):
+def _straight_and_resumed(tmp_path: Path, config: TrainConfig) -> tuple[dict, dict, dict]:
+    """Train ``config`` straight (straight.pt) and as 2 steps + resume (resumed.pt); assert both files
+    hold the same weights. Returns the training kwargs and the two files' records."""
     from stylebatch.train_style import train_style_network
 
     content = [photo(60, 80, s) for s in range(3)]
     kwargs = dict(content_images=content, device="cpu", precision="fp32", checkpoint_every=1, progress=None)
-    straight = tmp_path / "straight.pt"
-    train_style_network({"ink": "ink"}, str(straight), config=TINY_TRAIN, **kwargs)
-    resumed = tmp_path / "resumed.pt"
-    train_style_network({"ink": "ink"}, str(resumed), config=replace(TINY_TRAIN, steps=2), **kwargs)
-    train_style_network({"ink": "ink"}, str(resumed), config=TINY_TRAIN, resume=True, **kwargs)
-    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
-    assert a["styles"] == b["styles"] == ["ink"]
+    train_style_network({"ink": "ink"}, str(tmp_path / "straight.pt"), config=config, **kwargs)
+    resumed = str(tmp_path / "resumed.pt")
+    train_style_network({"ink": "ink"}, resumed, config=replace(config, steps=2), **kwargs)
+    train_style_network({"ink": "ink"}, resumed, config=config, resume=True, **kwargs)
+    a, b = (torch.load(tmp_path / f, weights_only=True) for f in ("straight.pt", "resumed.pt"))
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    return kwargs, a, b
+
+
+def test_training_resumes_exactly(tmp_path):
+    from stylebatch.train_style import train_style_network
+
+    kwargs, a, b = _straight_and_resumed(tmp_path, TINY_TRAIN)
+    assert a["styles"] == b["styles"] == ["ink"]
     fresh = tmp_path / "fresh.pt"
     train_style_network({"ink": "ink"}, str(fresh), config=replace(TINY_TRAIN, seed=1), **kwargs)
     c = torch.load(fresh, weights_only=True)
@@ -303,28 +311,18 @@ def test_with_ema_decay_the_file_holds_the_averaged_weights_and_resume_stays_exa
     """ema_decay: the exported file holds a moving average of the training weights (between where
     training started and its last step), the checkpoint keeps both, and a resumed run exports the
     same file as a straight one."""
-    from stylebatch.train_style import checkpoint_uri, train_style_network
+    from stylebatch.train_style import checkpoint_uri
 
-    content = [photo(60, 80, s) for s in range(3)]
-    kwargs = dict(content_images=content, device="cpu", precision="fp32", checkpoint_every=1, progress=None)
-    cfg = replace(TINY_TRAIN, ema_decay=0.6, lr=1e-2)
-    straight = tmp_path / "straight.pt"
-    train_style_network({"ink": "ink"}, str(straight), config=cfg, **kwargs)
-    resumed = tmp_path / "resumed.pt"
-    train_style_network({"ink": "ink"}, str(resumed), config=replace(cfg, steps=2), **kwargs)
-    train_style_network({"ink": "ink"}, str(resumed), config=cfg, resume=True, **kwargs)
-    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
-    for k in a["state_dict"]:
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    ckpt = torch.load(checkpoint_uri(str(straight)), weights_only=True)
+    kwargs, a, _ = _straight_and_resumed(tmp_path, replace(TINY_TRAIN, ema_decay=0.6, lr=1e-2))
+    ckpt = torch.load(checkpoint_uri(str(tmp_path / "straight.pt")), weights_only=True)
     last, average = ckpt["network"]["state_dict"], ckpt["ema"]
     for k in ("out.weight", "down.0.conv.weight"):
         assert torch.allclose(a["state_dict"][k].float(), average[k], atol=1e-3), k
     # The untrained network's last conv is zero: the average trails the last step towards it.
     assert 0 < float(average["out.weight"].abs().sum()) < float(last["out.weight"].abs().sum())
     with pytest.raises(ValueError, match="ema_decay"):
-        NetworkTrainer({"a": stationary(64, 64)}, content, replace(TINY_TRAIN, ema_decay=1.0), device="cpu",
-                       precision="fp32")
+        NetworkTrainer({"a": stationary(64, 64)}, kwargs["content_images"], replace(TINY_TRAIN, ema_decay=1.0),
+                       device="cpu", precision="fp32")
 
 
 def test_init_from_keeps_a_known_style_own_parameters_and_gives_a_new_one_the_mean(tmp_path):
