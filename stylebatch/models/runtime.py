@@ -87,7 +87,7 @@ def map_in_batches(images: Sequence[np.ndarray], device: torch.device, max_batch
     if device.type == "cpu":
         # A batch's activations spill out of the CPU's caches (a 32-channel bf16 map of one 512 px
         # image is 17 MB): on a 2-core Xeon, one image at a time ran the style network 1.6x and
-        # AdaIN 1.4x faster per image than batches of 8, and 1.7x / 2.5x at 256 px (weights README).
+        # AdaIN 1.4x faster per image than batches of 8 (1.7x / 2.5x against 16 at 256 px; weights README).
         max_batch = 1
     out: list = [None] * len(images)
     by_size: dict[tuple, list[int]] = collections.defaultdict(list)
