@@ -238,7 +238,8 @@ class AdaINStylizer:
     def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, alpha: float = 1.0,
                 preserve_color: bool = False, max_batch: Optional[int] = None) -> list[np.ndarray]:
         """Stylize each HxWx3 uint8 RGB image; outputs have the input's size. Same-sized images
-        run together in batches of up to ``max_batch`` (default: the constructor's)."""
+        run together in batches of up to ``max_batch`` (default: the constructor's); on CPU one at
+        a time (``runtime.map_in_batches``)."""
         alpha = runtime.check_alpha(alpha)
         style_mean, style_std, colors = self.style_stats(style)
         colors = colors if self.palette_strength else None
