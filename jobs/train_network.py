@@ -153,11 +153,14 @@ def main(argv=None) -> int:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
                          network=asdict(NetworkConfig(**{**base_network, **{k: getattr(args, k) for k in NETWORK_FLAGS}})))
-    train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
-                        resume=args.resume, init_from=args.init_from, device=args.device,
-                        precision=args.precision, checkpoint_every=args.checkpoint_every,
-                        weights_precision=args.weights_precision,
-                        content_label=HOLDOUT_LABEL if args.holdout else None, teachers=args.teachers)
+    try:
+        train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
+                            resume=args.resume, init_from=args.init_from, device=args.device,
+                            precision=args.precision, checkpoint_every=args.checkpoint_every,
+                            weights_precision=args.weights_precision,
+                            content_label=HOLDOUT_LABEL if args.holdout else None, teachers=args.teachers)
+    except ValueError as exc:  # the user-facing errors (training data, styles, resume, weights) say what is wrong
+        sys.exit(str(exc))
     print(f"wrote {args.out}")
     return 0
 

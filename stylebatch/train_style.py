@@ -11,6 +11,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +33,10 @@ SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photo
 
 class TrainingDataError(ValueError):
     """The content or style given for training cannot be used; the message says which and why."""
+
+
+class ResumeError(ValueError):
+    """The checkpoint to resume was made with other settings than the ones given; the message names them."""
 
 
 def skimage_photos() -> list[np.ndarray]:
@@ -138,6 +143,19 @@ def teacher_images(style_ref: str, photos: Sequence[np.ndarray], config: TrainCo
     return out
 
 
+def _resumable(given: TrainConfig, saved: TrainConfig, ckpt: str) -> TrainConfig:
+    """The checkpoint's settings with the given step count (a run may be lengthened). Any other
+    setting that differs is refused: going on with the old ones would ignore what was asked, and
+    switching mid-run would leave a record that names one config for the whole run."""
+    mine, theirs = given.describe(), saved.describe()
+    changed = sorted(k for k in mine if k != "steps" and mine[k] != theirs[k])
+    if changed:
+        said = "; ".join(f"{k}: checkpoint {theirs[k]!r}, given {mine[k]!r}" for k in changed)
+        raise ResumeError(f"{storage.redact(ckpt)} was trained with other settings ({said}); resume with the "
+                          "same settings, or start a new run from its export with --init-from")
+    return replace(saved, steps=given.steps)
+
+
 def train_style_network(styles: Mapping[str, str], out: str, *, content: Optional[str] = None,
                         content_images: Optional[Sequence[np.ndarray]] = None,
                         config: TrainConfig = TrainConfig(), resume: bool = False,
@@ -152,13 +170,13 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
     are made first and cached under ``teachers`` (default ``<out>.teachers/``)."""
     if not styles:
         raise TrainingDataError("give at least one style to train")
-    style_pixels = {name: load_style_image(ref) for name, ref in styles.items()}
-    photos = list(content_images) if content_images is not None else load_content(content)
     ckpt = checkpoint_uri(out)
     state = None
-    if resume and storage.exists(ckpt):
+    if resume and storage.exists(ckpt):  # first: a refused resume costs no image loading
         state = _load(ckpt)
-        config = TrainConfig(**{**state["config"], "steps": config.steps})
+        config = _resumable(config, TrainConfig(**state["config"]), ckpt)
+    style_pixels = {name: load_style_image(ref) for name, ref in styles.items()}
+    photos = list(content_images) if content_images is not None else load_content(content)
     init = None
     if init_from and state is None:
         init = _load(init_from)

@@ -307,6 +307,24 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "straight.json").exists()
 
 
+def test_resume_with_other_settings_is_refused_by_name_and_keeps_the_checkpoint(tmp_path):
+    """A resumed run keeps its checkpoint's settings; asking for others is an error naming each one
+    (not silently ignored), and the checkpoint is untouched. More steps are allowed."""
+    from stylebatch.train_style import ResumeError, train_style_network
+
+    kwargs = dict(content_images=[photo(60, 80, 0)], device="cpu", precision="fp32", checkpoint_every=1,
+                  progress=None)
+    out = str(tmp_path / "run.pt")
+    train_style_network({"ink": "ink"}, out, config=replace(TINY_TRAIN, steps=2), **kwargs)
+    saved = (tmp_path / "run.pt.ckpt").read_bytes()
+    with pytest.raises(ResumeError, match=r"edge_weight: checkpoint 0\.0, given 0\.5.*lr: checkpoint"):
+        train_style_network({"ink": "ink"}, out, config=replace(TINY_TRAIN, edge_weight=0.5, lr=0.1),
+                            resume=True, **kwargs)
+    assert (tmp_path / "run.pt.ckpt").read_bytes() == saved
+    record = train_style_network({"ink": "ink"}, out, config=replace(TINY_TRAIN, steps=3), resume=True, **kwargs)
+    assert record["steps"] == 3
+
+
 def test_with_ema_decay_the_file_holds_the_averaged_weights_and_resume_stays_exact(tmp_path):
     """ema_decay: the exported file holds a moving average of the training weights (between where
     training started and its last step), the checkpoint keeps both, and a resumed run exports the
