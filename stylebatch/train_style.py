@@ -166,8 +166,9 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
     """Train one network for ``styles`` (name -> preset name or image URI) and write it to ``out``
     (weights-only; fp16, or int8 convolutions: ``network.pack_state``) with ``out.json`` saying how
     it was made. ``resume`` continues from ``<out>.ckpt`` with its settings (other settings:
-    ``ResumeError``); ``init_from`` starts from another network file's convolutions. With ``config.teacher_weight`` (one style), Gatys's outputs for the photos
-    are made first and cached under ``teachers`` (default ``<out>.teachers/``)."""
+    ``ResumeError``); ``init_from`` starts from another network file's convolutions. With
+    ``config.teacher_weight`` (one style), Gatys's outputs for the photos are made first and cached
+    under ``teachers`` (default ``<out>.teachers/``)."""
     if not styles:
         raise TrainingDataError("give at least one style to train")
     ckpt = checkpoint_uri(out)
