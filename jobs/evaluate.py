@@ -62,7 +62,7 @@ from stylebatch import images
 from stylebatch.config import JobConfig
 from stylebatch.images import decode_image
 from stylebatch.models import losses, registry
-from stylebatch.models.gatys import REFERENCE_ITERATIONS
+from stylebatch.models.gatys import REFERENCE_ITERATIONS, STYLE_LAYERS as GRAM_LAYERS
 from stylebatch.models.losses import gram, mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
 
@@ -70,7 +70,6 @@ METHODS = ("baseline", "network", "adain", "gatys100", "premium")
 PAIR_SETS = ("presets", "paintings")
 # Targets as ratios to gatys100: (style at most, content at most, structure at least).
 TARGETS = {"network": (1.5, 1.5, 0.8), "adain": (1.5, 1.5, 0.8), "premium": (1.0, 1.0, 1.0)}
-GRAM_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 STYLE_SIZE = 512
 SHEET_CELL = 160
 

@@ -32,11 +32,10 @@ import torch.nn.functional as F
 
 from . import runtime
 from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, slope, tonal_layout, total_variation
+from .gatys import STYLE_LAYERS, GatysObjective
 from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
-from .vgg import load_vgg19
+from .vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS, load_vgg19
 
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-MOMENT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 # Where the networks' style gap sits (relu4_1's channel means, then relu3_1's: weights README): the
 # teacher term asks for Gatys's arrangement of the texture there, not its pixels.
 TEACHER_LAYERS = ("relu3_1", "relu4_1")
@@ -191,7 +190,7 @@ class NetworkTrainer:
         # unlike the interior's, and the network learns to paint frames to match the Grams there.
         self.vgg = load_vgg19(last_layer="relu5_1", padding="reflect").to(self.device)
         self.vgg.to(memory_format=torch.channels_last)
-        self.layer_weights = {n: 10.0 / self.vgg.convs["conv" + n[4:]].out_channels ** 2 for n in STYLE_LAYERS}
+        self.layer_weights = GatysObjective().layer_weights(self.vgg)  # premium's Gram weights
         self.content = [resize_shorter(c, config.content_side) for c in content]
         if config.teacher_weight:
             self.content = [self._with_teacher(i, c, (teachers or {}).get(i)) for i, c in enumerate(self.content)]
