@@ -112,6 +112,28 @@ def test_structure_score_tells_the_photo_from_an_unrelated_one():
     assert abs(evaluate.structure_score(noise, a)) < 0.1
 
 
+def test_face_score_reads_the_outlines_inside_the_face_box_only():
+    """A network can keep a photo's outlines and lose its face: the structure score hardly notices
+    a flat patch over a small face, the face score does; outside the box nothing counts."""
+    a, b = photo(192, 256, 1), photo(192, 256, 2)
+    box = (0.375, 0.25, 0.5, 0.417)  # 32 x 32 px at (96, 48); the edits below reach 8 px beyond it
+    assert evaluate.face_score(a, a, box) == pytest.approx(1.0)
+    patched = a.copy()
+    patched[40:88, 88:136] = patched[40:88, 88:136].mean((0, 1)).astype(np.uint8)  # the face a flat patch
+    assert evaluate.structure_score(patched, a) > 0.7
+    assert abs(evaluate.face_score(patched, a, box)) < 0.1
+    elsewhere = b.copy()
+    elsewhere[40:88, 88:136] = a[40:88, 88:136]  # only the face kept, the rest another photo
+    assert evaluate.face_score(elsewhere, a, box) == pytest.approx(1.0)
+    assert abs(evaluate.structure_score(elsewhere, a)) < 0.2
+
+
+def test_held_out_faces_are_boxes_in_held_out_photos():
+    for name, (left, top, right, bottom) in datasets.HOLDOUT_FACES.items():
+        assert name in datasets.HOLDOUT_PHOTOS
+        assert 0 <= left < right <= 1 and 0 <= top < bottom <= 1
+
+
 def test_layout_score_tells_a_kept_tonal_layout_from_outlines_alone():
     """A face lighter than its wall: the score is the strength at which the output keeps that, and
     drops when only the outline stays."""
