@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, slope, tonal_layout, total_variation
 from .gatys import STYLE_LAYERS, GatysObjective
+from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, slope, tonal_layout, total_variation
 from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
 from .vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS, load_vgg19
 
