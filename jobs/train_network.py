@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--palette-strength", type=float, default=TrainConfig().network["palette_strength"],
                    help="with --palette: how far (0-1] the recolouring moves the photo to the style's palette "
                         "(NetworkConfig.palette_strength)")
+    p.add_argument("--channels", type=int, default=TrainConfig().network["channels"],
+                   help="the first layer's channels (doubled by each downsampling); with --init-from a narrower "
+                        "file the network starts as that file, its new channels unused (NetworkConfig.channels)")
     p.add_argument("--residual-blocks", type=int, default=TrainConfig().network["residual_blocks"],
                    help="residual blocks in the network's trunk; with --init-from a shallower file the extra "
                         "blocks start as the identity (NetworkConfig.residual_blocks)")
@@ -85,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# The network settings the command line can set; the others (widths) come from --recipe or the defaults.
-NETWORK_FLAGS = ("palette", "skip", "skip_luma", "palette_luma", "palette_strength", "residual_blocks",
+# The network settings the command line can set (every NetworkConfig field; --recipe gives their defaults).
+NETWORK_FLAGS = ("channels", "palette", "skip", "skip_luma", "palette_luma", "palette_strength", "residual_blocks",
                  "droplet_energy")
 
 

@@ -415,6 +415,32 @@ def test_a_deeper_network_grown_from_a_file_starts_as_that_file_and_trains_its_n
     assert float(trainer.net.residuals[2].b.norm.scale.abs().max()) > 0.0
 
 
+def test_a_wider_network_grown_from_a_file_starts_as_that_file_and_trains_its_new_channels(tmp_path):
+    """--channels above the source's: the source sits in each tensor's leading corner and the old
+    channels read nothing from the new ones, so the wider network first gives the source's outputs;
+    the links from the new channels (zero at the start) then learn."""
+    source = tiny_network_file(tmp_path / "src.pt", ("a",))
+    record = torch.load(source, weights_only=True)
+    cfg = replace(TINY_TRAIN, network={**TINY, "channels": 12})
+    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
+                             init_network=record)
+    assert trainer.net.down[0].conv.weight.shape[0] == 12
+    plain, _ = load_network(str(source))
+    x = torch.rand(2, 3, 40, 52)
+    with torch.no_grad():
+        assert torch.allclose(trainer.net(x, torch.tensor([0, 0])), plain(x, torch.tensor([0, 0])), atol=1e-4)
+    up = trainer.net.up[0].conv.weight          # old outputs x new inputs: zero; new x old: fresh
+    assert float(up[:16, 32:].abs().max()) == 0.0 and float(up[16:, :32].abs().max()) > 0.0
+    assert torch.equal(up[:16, :32].detach(), record["state_dict"]["up.0.conv.weight"].float())
+    trainer.train(2, progress=None)
+    assert float(trainer.net.out.weight[:, 8:].abs().max()) > 0.0
+    # A narrower target than the source is not a widening: its convolutions are not taken.
+    narrow = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)],
+                            replace(TINY_TRAIN, network={**TINY, "channels": 4}), device="cpu", precision="fp32",
+                            init_network=record)
+    assert not torch.equal(narrow.net.out.weight.detach(), record["state_dict"]["out.weight"].float()[:, :4])
+
+
 def test_a_luma_skip_changes_brightness_only_and_needs_skip(tmp_path):
     """NetworkConfig.skip_luma: the skip conv has one output channel, added to R, G and B alike, so
     whatever it learns moves no pixel's colour (the photo's colour accents stay the trunk's)."""

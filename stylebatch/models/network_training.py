@@ -291,7 +291,8 @@ class NetworkTrainer:
         """Start from another network's convolutions (e.g. the shipped presets): a new style then only
         has to learn its normalisation scales/shifts and a little fine-tuning. A style the source
         knows (by name) keeps its own scales/shifts, so one preset can be fine-tuned alone; a new
-        style starts from the mean of the source's."""
+        style starts from the mean of the source's. A wider network (more ``channels``) starts as the
+        source's function too (``_widened``)."""
         source_styles = list(record.get("styles") or [])
         own = self.net.state_dict()
         # As stored: an int8 file's convolutions are integers until scaled (shipped presets are int8).
@@ -300,12 +301,14 @@ class NetworkTrainer:
             if k not in own:
                 continue
             v = v.float()
-            if k.endswith((".scale", ".shift")) and v.shape[1:] == own[k].shape[1:]:
+            if k.endswith((".scale", ".shift")) and v.ndim == own[k].ndim == 2:
                 mean = v.mean(0)
                 v = torch.stack([v[source_styles.index(n)] if n in source_styles else mean
                                  for n in self.style_names])
             if v.shape == own[k].shape:
                 own[k] = v.clone()
+            elif v.ndim == own[k].ndim and all(a <= b for a, b in zip(v.shape, own[k].shape)):
+                own[k] = _widened(v, own[k], k)
         # Residual blocks the source lacks (a deeper network grown from a shipped file) start as the
         # identity: their last norm's scale and shift at zero, so the grown network begins exactly
         # where the source ends and the new blocks learn only what the old depth could not.
@@ -466,6 +469,23 @@ class NetworkTrainer:
         if self.ema is not None:  # a checkpoint from before the average was switched on starts it here
             source = state.get("ema") or state["network"]["state_dict"]
             self.ema = {k: source[k].float().clone() for k in self.ema}
+
+
+def _widened(source: torch.Tensor, fresh: torch.Tensor, name: str) -> torch.Tensor:
+    """``source`` (a narrower network's tensor) in the leading corner of ``fresh`` (this network's
+    initialised one), so the wider network computes exactly what the source did: a convolution's
+    old output channels get zero weights from the new input channels (which only new channels read),
+    and the new channels keep their fresh initialisation, so they carry features from the first step.
+    Instance norm is per channel, so the old channels' statistics are unchanged."""
+    if source.ndim not in (1, 2, 4):
+        raise ValueError(f"cannot widen {name}: shape {tuple(source.shape)} -> {tuple(fresh.shape)}")
+    out = fresh.clone()
+    if source.ndim == 4:  # conv: out, in, kh, kw (the kernels are the same size)
+        if source.shape[2:] != fresh.shape[2:]:
+            raise ValueError(f"cannot widen {name}: kernel {tuple(source.shape[2:])} -> {tuple(fresh.shape[2:])}")
+        out[:source.shape[0]] = 0.0
+    out[tuple(slice(0, n) for n in source.shape)] = source
+    return out
 
 
 def _rng_state(rng: random.Random) -> list:
