@@ -24,6 +24,24 @@ HOLDOUT_LABEL = ("../shared/data/photos minus the evaluation's held-out photos, 
                  "nature photos when installed (--holdout)")
 
 
+# The network settings the command line can set, with their help: every NetworkConfig field
+# (a test holds the two together); --recipe gives their defaults.
+NETWORK_FLAGS = {
+    "channels": "the first layer's channels (doubled by each downsampling); with --init-from a narrower file "
+                "the network starts as that file, its new channels unused",
+    "residual_blocks": "residual blocks in the network's trunk; with --init-from a shallower file the extra "
+                       "blocks start as the identity",
+    "palette": "recolour each photo to the style's colour statistics before the network",
+    "palette_luma": "with --palette: share (0-1) of the photo's luminance variation the recolouring keeps, "
+                    "for pale low-contrast styles that flatten faces",
+    "palette_strength": "with --palette: how far (0-1] the recolouring moves the photo to the style's palette",
+    "skip": "a second output conv from the first layer's full-resolution features",
+    "skip_luma": "with --skip: that conv changes brightness only, keeping the photo's colour accents",
+    "droplet_energy": "fill in the output's change where an instance-norm droplet holds more than this many "
+                      "times a layer's mean energy; 0: off",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.train_network", description=__doc__.split("\n")[0])
     p.add_argument("--style", action="append", default=[], metavar="NAME=URI",
@@ -54,27 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--weights-precision", choices=STORAGE, default="fp16",
                    help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
-    p.add_argument("--palette", action=argparse.BooleanOptionalAction, default=TrainConfig().network["palette"],
-                   help="recolour each photo to the style's colour statistics before the network (NetworkConfig.palette)")
-    p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=TrainConfig().network["skip"],
-                   help="a second output conv from the first layer's full-resolution features (NetworkConfig.skip)")
-    p.add_argument("--skip-luma", action=argparse.BooleanOptionalAction, default=TrainConfig().network["skip_luma"],
-                   help="with --skip: that conv changes brightness only, keeping the photo's colour accents (NetworkConfig.skip_luma)")
-    p.add_argument("--palette-luma", type=float, default=TrainConfig().network["palette_luma"],
-                   help="with --palette: share (0-1) of the photo's luminance variation the recolouring keeps, "
-                        "for pale low-contrast styles that flatten faces (NetworkConfig.palette_luma)")
-    p.add_argument("--palette-strength", type=float, default=TrainConfig().network["palette_strength"],
-                   help="with --palette: how far (0-1] the recolouring moves the photo to the style's palette "
-                        "(NetworkConfig.palette_strength)")
-    p.add_argument("--channels", type=int, default=TrainConfig().network["channels"],
-                   help="the first layer's channels (doubled by each downsampling); with --init-from a narrower "
-                        "file the network starts as that file, its new channels unused (NetworkConfig.channels)")
-    p.add_argument("--residual-blocks", type=int, default=TrainConfig().network["residual_blocks"],
-                   help="residual blocks in the network's trunk; with --init-from a shallower file the extra "
-                        "blocks start as the identity (NetworkConfig.residual_blocks)")
-    p.add_argument("--droplet-energy", type=float, default=TrainConfig().network["droplet_energy"],
-                   help="fill in the output's change where an instance-norm droplet holds more than this many "
-                        "times a layer's mean energy; 0: off (NetworkConfig.droplet_energy)")
+    for name, text in NETWORK_FLAGS.items():  # booleans as --x/--no-x; defaults from the recipe (parse_args)
+        default = TrainConfig().network[name]
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
+        p.add_argument("--" + name.replace("_", "-"), default=default, help=f"{text} (NetworkConfig.{name})", **kind)
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
@@ -88,9 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# The network settings the command line can set (every NetworkConfig field; --recipe gives their defaults).
-NETWORK_FLAGS = ("channels", "palette", "skip", "skip_luma", "palette_luma", "palette_strength", "residual_blocks",
-                 "droplet_energy")
 
 
 def load_recipe(uri: str) -> TrainConfig:

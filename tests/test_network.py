@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -1035,10 +1035,22 @@ def test_recipe_sets_the_defaults_and_flags_still_win(tmp_path):
     assert (args.structure_weight, args.batch) == (0.15, 12)  # the recipe's
     assert (args.skip, args.palette_luma, args.droplet_energy) == (False, 0.5, 0.0)
     assert args.ema_decay == 0.99
-    assert network["channels"] == 48                         # widths the command line cannot set
+    assert network["channels"] == args.channels == 48
     assert parse_args(["--style", "u=ukiyo", "-o", "u.pt", "--recipe", recipe, "--droplet-energy", "20"])[0].droplet_energy == 20
+    wider = parse_args(["--style", "u=ukiyo", "-o", "u.pt", "--recipe", recipe, "--channels", "64", "--no-skip-luma"])[0]
+    assert (wider.channels, wider.skip_luma) == (64, False)
     plain, none = parse_args(["--style", "u=ukiyo", "-o", "u.pt"])
     assert plain.lr == TrainConfig().lr and none == {}
+
+
+def test_every_network_setting_has_its_flag():
+    """The network flags are one table (jobs.train_network.NETWORK_FLAGS): a NetworkConfig field
+    added without a flag would silently keep the recipe's value on every command line."""
+    from jobs.train_network import NETWORK_FLAGS, build_parser
+
+    assert set(NETWORK_FLAGS) == {f.name for f in fields(NetworkConfig)}
+    parser_dests = {a.dest for a in build_parser()._actions}
+    assert set(NETWORK_FLAGS) <= parser_dests
 
 
 def test_recipe_errors_name_the_file_and_what_is_wrong(tmp_path):
