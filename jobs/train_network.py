@@ -89,8 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-
-
 def load_recipe(uri: str) -> TrainConfig:
     """The training settings recorded in a network's ``<out>.json``."""
     from stylebatch import storage
