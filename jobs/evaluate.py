@@ -39,6 +39,8 @@ scale: the reference) and ``premium`` (what ``--quality premium`` runs). Gatys o
 under --cache (keyed by photo, style, size and iterations), so a rerun only pays for what changed.
 Acceptance, as ratios to gatys100's means: network and adain style <= 1.5x, content <= 1.5x,
 structure >= 0.8x; premium style <= 1.0x, content <= 1.0x, structure >= 1.0x in no more time.
+The style loss is also given per layer (``style_layers``, and as ratios to gatys100 in the summary):
+which depth of the style's statistics a method misses tells what to change in it.
 
 ``--encode jpeg:90`` scores each output as the job delivers it (encoded, decoded again): Gatys's
 fine detail is partly lost in a JPEG, so its style loss rises more than a network's.
@@ -164,11 +166,15 @@ class Scorer:
                 "grams": {k: gram(feats[k]) for k in GRAM_LAYERS}}
 
     @torch.inference_mode()
-    def score(self, out: np.ndarray, content_feat: torch.Tensor, style: dict) -> dict[str, float]:
+    def score(self, out: np.ndarray, content_feat: torch.Tensor, style: dict) -> dict:
+        """Content, style and Gram losses, and the style loss's terms per layer (``style_layers``:
+        which depth of the style's statistics an output misses)."""
         feats = self.features(out)
+        by_layer = {k: v.item() for k, v in losses.mean_std_errors(feats, style["stats"], ADAIN_STYLE_LAYERS).items()}
         return {"content": losses.content_loss(feats, {ADAIN_CONTENT_LAYER: content_feat}, ADAIN_CONTENT_LAYER).item(),
-                "style": losses.mean_std_loss(feats, style["stats"], ADAIN_STYLE_LAYERS).item(),
-                "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item()}
+                "style": sum(by_layer.values()),
+                "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item(),
+                "style_layers": by_layer}
 
 
 SCORES = ("content", "style", "gram", "structure", "layout", "colour", "face", "seconds")
@@ -249,7 +255,8 @@ def summarize(results: list[dict], methods: list[str]) -> dict:
             # A score only some pairs have (face) is the mean over those; None where none has it.
             summary["methods"][m] = {"pairs": len(rows), **{
                 k: float(np.mean([r[k] for r in rows if k in r])) if any(k in r for r in rows) else None
-                for k in SCORES}}
+                for k in SCORES},
+                "style_layers": {k: float(np.mean([r["style_layers"][k] for r in rows])) for k in ADAIN_STYLE_LAYERS}}
     means = summary["methods"]
     base = means.get("baseline")
     if base:
@@ -266,7 +273,9 @@ def summarize(results: list[dict], methods: list[str]) -> dict:
                   "layout": v["layout"] / ref["layout"] if ref["layout"] else float("nan"),
                   "colour": v["colour"] / ref["colour"] if ref["colour"] else float("nan"),
                   "face": v["face"] / ref["face"] if v["face"] is not None and ref["face"] else float("nan"),
-                  "seconds": v["seconds"] / ref["seconds"] if ref["seconds"] else float("nan")}
+                  "seconds": v["seconds"] / ref["seconds"] if ref["seconds"] else float("nan"),
+                  "style_layers": {k: v["style_layers"][k] / ref["style_layers"][k] if ref["style_layers"][k] else float("nan")
+                                   for k in ADAIN_STYLE_LAYERS}}
         summary["acceptance"][m] = {
             "ratios_to_gatys100": ratios,
             "targets": {"style_at_most": style_max, "content_at_most": content_max, "structure_at_least": structure_min},
@@ -301,6 +310,10 @@ def print_summary(summary: dict, gatys_label: str) -> None:
               f"(no targets), "
               f"time {r['seconds']:.2f}x -> {verdict} "
               f"(quality only: time is judged by a benchmark on an idle machine, not under load)")
+        layers = summary["methods"][m]["style_layers"]
+        print(f"  style by layer, {m} / {gatys_label} (share of {m}'s style loss): " + ", ".join(
+            f"{k} {r['style_layers'][k]:.2f}x ({100 * layers[k] / max(sum(layers.values()), 1e-12):.0f}%)"
+            for k in ADAIN_STYLE_LAYERS))
     if not summary["acceptance"]:
         print("acceptance: n/a (needs gatys100 and one of network, adain, premium in --methods)")
 

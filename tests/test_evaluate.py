@@ -82,6 +82,14 @@ def test_acceptance_compares_with_gatys_and_caches_it(holdout, shipped_decoder, 
     assert ratios["content"] == pytest.approx(means["adain"]["content"] / means["gatys100"]["content"])
     assert ratios["structure"] == pytest.approx(means["adain"]["structure"] / means["gatys100"]["structure"])
     assert acc["passed"] == (ratios["style"] <= 1.5 and ratios["content"] <= 1.5 and ratios["structure"] >= 0.8)
+    # The style loss split by layer: its terms add up to it, and each has its own ratio to Gatys.
+    for method in ("adain", "gatys100"):
+        scores = report["pairs"][0]["methods"][method]
+        assert list(scores["style_layers"]) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+        assert sum(scores["style_layers"].values()) == pytest.approx(scores["style"], rel=1e-6)
+    layers = {m: means[m]["style_layers"] for m in ("adain", "gatys100")}
+    assert ratios["style_layers"] == pytest.approx({k: layers["adain"][k] / layers["gatys100"][k] for k in layers["adain"]})
+    assert len(set(ratios["style_layers"].values())) == 4  # one ratio per layer, not the total's repeated
     cached = list((tmp_path / "cache").rglob("*.png"))
     assert len(cached) == 1
     again = evaluate.main(args + ["--out", str(tmp_path / "eval2")])  # served from the cache: same pixels and timing

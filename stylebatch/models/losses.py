@@ -29,14 +29,20 @@ def content_loss(feats: Mapping[str, torch.Tensor], target: Mapping[str, torch.T
     return F.mse_loss(feats[layer].float(), target[layer].float())
 
 
-def mean_std_loss(feats: Mapping[str, torch.Tensor], target_stats: Mapping[str, tuple], layers: Sequence[str]):
-    """Sum over layers of MSE(channel means) + MSE(channel stds) (Huang & Belongie's style loss)."""
-    total = 0.0
+def mean_std_errors(feats: Mapping[str, torch.Tensor], target_stats: Mapping[str, tuple],
+                    layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Per layer: MSE(channel means) + MSE(channel stds), the terms of Huang & Belongie's style loss."""
+    errors = {}
     for layer in layers:
         m, s = mean_std(feats[layer])
         tm, ts = target_stats[layer]
-        total = total + F.mse_loss(m, tm.expand_as(m)) + F.mse_loss(s, ts.expand_as(s))
-    return total
+        errors[layer] = F.mse_loss(m, tm.expand_as(m)) + F.mse_loss(s, ts.expand_as(s))
+    return errors
+
+
+def mean_std_loss(feats: Mapping[str, torch.Tensor], target_stats: Mapping[str, tuple], layers: Sequence[str]):
+    """Huang & Belongie's style loss: the sum of ``mean_std_errors`` over the layers."""
+    return sum(mean_std_errors(feats, target_stats, layers).values())
 
 
 def gram_loss(feats: Mapping[str, torch.Tensor], target_grams: Mapping[str, torch.Tensor], layers: Sequence[str]):
