@@ -310,9 +310,9 @@ def print_summary(summary: dict, gatys_label: str) -> None:
               f"(no targets), "
               f"time {r['seconds']:.2f}x -> {verdict} "
               f"(quality only: time is judged by a benchmark on an idle machine, not under load)")
-        layers = summary["methods"][m]["style_layers"]
+        v = summary["methods"][m]  # its style is the sum of its style_layers
         print(f"  style by layer, {m} / {gatys_label} (share of {m}'s style loss): " + ", ".join(
-            f"{k} {r['style_layers'][k]:.2f}x ({100 * layers[k] / max(sum(layers.values()), 1e-12):.0f}%)"
+            f"{k} {r['style_layers'][k]:.2f}x ({100 * v['style_layers'][k] / v['style'] if v['style'] else 0:.0f}%)"
             for k in ADAIN_STYLE_LAYERS))
     if not summary["acceptance"]:
         print("acceptance: n/a (needs gatys100 and one of network, adain, premium in --methods)")
