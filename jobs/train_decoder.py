@@ -5,6 +5,8 @@
     python -m jobs.train_decoder --out .train/run1 --export stylebatch/models/weights/adain_decoder_vgg19.pt
     python -m jobs.train_decoder --out .train/run2 --init-from .train/run1/checkpoint.pt --style-weight 100
                                                                        # a new run from run1's decoder
+    python -m jobs.train_decoder --out .train/run3 --init-from stylebatch/models/weights/adain_decoder_vgg19.pt
+                                                                       # ... or from an exported one
 
 Loss (Huang & Belongie 2017): MSE(relu4_1(decoder(t)), t) with t = AdaIN(content, style), plus
 style_weight * sum over relu1_1..relu4_1 of MSE(channel means) + MSE(channel stds).
@@ -27,7 +29,7 @@ from PIL import Image
 
 from jobs import datasets
 from stylebatch.models import runtime
-from stylebatch.models.adain import AdaINDecoder, adain
+from stylebatch.models.adain import AdaINDecoder, adain, decoder_from_state
 from stylebatch.models.losses import mean_std, mean_std_loss
 from stylebatch.models.network_training import random_crops
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
@@ -98,20 +100,28 @@ def export(ckpt_path: Path, out_path: Path) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict:
+    """A train_decoder checkpoint, or an exported decoder file (its record beside it, <file>.json)."""
     if not path.is_file():
-        sys.exit(f"--init-from: no checkpoint at {path}")
+        sys.exit(f"--init-from: no checkpoint or decoder file at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return {"decoder": state["decoder"], "step": int(state["step"]), "record": json.loads(state["record"])}
+        if "decoder" in state:
+            return {"decoder": state["decoder"], "step": int(state["step"]), "record": json.loads(state["record"])}
+        decoder = decoder_from_state(state, str(path))  # either layout; refuses what is not an AdaIN decoder
+        record_path = path.with_suffix(".json")
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        return {"decoder": decoder.state_dict(),
+                "step": int(record.get("exported_from_step", 0)), "record": record}
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        sys.exit(f"--init-from: {path} is not a train_decoder checkpoint ({type(exc).__name__}: {exc})")
+        sys.exit(f"--init-from: {path} is neither a train_decoder checkpoint nor an exported decoder "
+                 f"({type(exc).__name__}: {exc})")
 
 
 def parent_record(path: Path, parent: dict) -> dict:
     """What a run started from: the earlier run's configuration, step and its own ancestry, so the
     shipped weights' record says how they were made end to end."""
     rec = parent["record"]
-    info = {"checkpoint": str(path), "step": parent["step"], "config": rec["config"],
+    info = {"checkpoint": str(path), "step": parent["step"], "config": rec.get("config"),
             "last_history": rec["history"][-1:] if rec.get("history") else []}
     if "init_from" in rec:
         info["init_from"] = rec["init_from"]
@@ -234,7 +244,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt lives here")
     p.add_argument("--resume", action="store_true", help="continue exactly where the run in --out stopped")
-    p.add_argument("--init-from", help="a new run that starts from the decoder in this checkpoint.pt")
+    p.add_argument("--init-from", help="a new run that starts from the decoder in this checkpoint.pt, or in an "
+                                       "exported decoder file (e.g. the shipped adain_decoder_vgg19.pt)")
     p.add_argument("--schedule", default="128:4000,192:3000,256:3000", help="crop:steps phases")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-4)

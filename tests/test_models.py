@@ -642,12 +642,36 @@ def test_train_decoder_init_from_starts_a_new_run_from_earlier_weights(tmp_path,
 
 
 @pytest.mark.heavy
+def test_train_decoder_init_from_an_exported_decoder_file(tmp_path, training_data):
+    """A shipped or exported decoder has no checkpoint beside it: --init-from takes the file itself,
+    with its record (<file>.json) as the parent's."""
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    _train(training_data, parent)
+    exported = tmp_path / "exported.pt"
+    from jobs.train_decoder import main as train_main
+    train_main(["--out", str(parent), "--export", str(exported)])
+    out = _train(training_data, child, "--init-from", str(exported), "--schedule", "32:1", "--lr", "0")
+    assert "initialised from" in out and "(step 4)" in out
+    b = torch.load(child / "checkpoint.pt", weights_only=True)
+    for k, v in load_decoder(str(exported)).state_dict().items():  # lr 0: the file's weights, as loaded
+        assert torch.equal(b["decoder"][k], v), k
+    record = json.loads(b["record"])
+    assert record["init_from"]["checkpoint"] == str(exported) and record["init_from"]["step"] == 4
+    assert record["init_from"]["config"]["schedule"] == "32:4"
+
+
+@pytest.mark.heavy
 def test_train_decoder_init_from_errors_are_clear(tmp_path, training_data):
     run = tmp_path / "run"
-    assert "no checkpoint at" in _train_fails(training_data, run, "--init-from", str(tmp_path / "missing.pt"))
+    assert "no checkpoint or decoder file at" in _train_fails(training_data, run, "--init-from",
+                                                              str(tmp_path / "missing.pt"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert "is not a train_decoder checkpoint" in _train_fails(training_data, run, "--init-from", str(junk))
+    assert "neither a train_decoder checkpoint nor an exported decoder" in _train_fails(
+        training_data, run, "--init-from", str(junk))
+    other = tmp_path / "other_model.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
+    assert "not an AdaIN decoder" in _train_fails(training_data, run, "--init-from", str(other))
     assert "give one" in _train_fails(training_data, run, "--init-from", str(junk), "--resume")
     assert not (run / "checkpoint.pt").exists()
 
