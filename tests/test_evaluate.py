@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from jobs import datasets, evaluate
@@ -249,3 +250,35 @@ def test_encode_scores_what_the_job_delivers(holdout, tmp_path):
     for bad in ("gif:90", "jpeg:0", "jpeg:high"):
         with pytest.raises(SystemExit):
             evaluate.main(args + ["--out", str(tmp_path / "bad"), "--encode", bad])
+
+
+def test_style_inside_the_margin_ignores_a_frame_and_agrees_on_an_even_texture():
+    """A frame painted in the outer margin moves the whole picture's style loss, not the loss
+    inside the margin; on a texture that is the same all over, the two agree."""
+    scorer = evaluate.Scorer(torch.device("cpu"))
+    painting = _painting(128, 128, seed=7)
+    target = scorer.style_target(painting)
+    texture = _painting(96, 128, seed=7)          # the painting's own stripes, same colours
+    content = scorer.content_target(texture)
+    framed = texture.copy()
+    m = evaluate.inner_margin(framed)
+    assert m == 4
+    framed[:m - 1], framed[-(m - 1):], framed[:, :m - 1], framed[:, -(m - 1):] = 255, 255, 255, 255
+    plain, boxed = scorer.score(texture, content, target), scorer.score(framed, content, target)
+    assert boxed["style"] > 1.5 * plain["style"]
+    assert boxed["style_inner"] == pytest.approx(plain["style_inner"], rel=1e-6)
+    assert plain["style_inner"] < 3 * plain["style"]
+    flat = np.full_like(texture, 128)
+    assert scorer.score(flat, content, target)["style_inner"] > 20 * plain["style_inner"]
+
+
+def test_a_reflection_padded_scorer_sees_a_crop_of_the_style_as_the_style():
+    """Zero padding gives a small picture's border features their own statistics; reflection
+    padding does not, so a crop of an even texture scores closer to the texture itself."""
+    painting = _painting(160, 160, seed=3)
+    crop = painting[40:104, 40:104]
+    losses_by = {}
+    for padding in ("zeros", "reflect"):
+        scorer = evaluate.Scorer(torch.device("cpu"), padding)
+        losses_by[padding] = scorer.score(crop, scorer.content_target(crop), scorer.style_target(painting))["style"]
+    assert losses_by["reflect"] < 0.5 * losses_by["zeros"]
