@@ -18,7 +18,7 @@ the networks' training are):
 * style inside the margin (``style_inner``): the same loss for the picture with 1/32 of its longer
   side (8 px at 256) cut from every side. Gatys optimises the whole picture's statistics, and
   L-BFGS buys a large part of that at the borders: with 8 px cut, Gatys@100's style loss on the
-  presets rises 1.8-2.7x and the preset networks' 1.1-1.2x (weights README, thirty-fourth
+  presets rises 1.4-2.7x and the preset networks' 1.0-1.2x (weights README, thirty-fourth
   session). A style that holds all over the picture scores alike on both. No target of its own.
 * Gram loss: sum over relu1_1..relu5_1 of MSE of position-normalised Gram matrices;
 * structure: Pearson correlation of the Sobel edge magnitude of the luminance at half size, output
