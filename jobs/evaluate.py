@@ -161,9 +161,9 @@ class Scorer:
         self.vgg = load_vgg19(padding=padding).to(device).eval()
 
     @torch.inference_mode()
-    def features(self, img: np.ndarray) -> dict[str, torch.Tensor]:
+    def features(self, img: np.ndarray, layers=GRAM_LAYERS) -> dict[str, torch.Tensor]:
         x = torch.from_numpy(np.array(img)).to(self.device).permute(2, 0, 1)[None].float() / 255.0  # np.array: writable copy
-        return self.vgg(x, GRAM_LAYERS)
+        return self.vgg(x, layers)
 
     def content_target(self, img: np.ndarray) -> torch.Tensor:
         return self.features(img)[ADAIN_CONTENT_LAYER]
@@ -181,7 +181,7 @@ class Scorer:
         feats = self.features(out)
         by_layer = {k: v.item() for k, v in losses.mean_std_errors(feats, style["stats"], ADAIN_STYLE_LAYERS).items()}
         m = inner_margin(out)
-        inner = self.features(out[m:-m, m:-m])
+        inner = self.features(out[m:-m, m:-m], ADAIN_STYLE_LAYERS)  # the style loss's layers only
         return {"content": losses.content_loss(feats, {ADAIN_CONTENT_LAYER: content_feat}, ADAIN_CONTENT_LAYER).item(),
                 "style": sum(by_layer.values()),
                 "style_inner": losses.mean_std_loss(inner, style["stats"], ADAIN_STYLE_LAYERS).item(),
