@@ -272,6 +272,24 @@ def test_style_inside_the_margin_ignores_a_frame_and_agrees_on_an_even_texture()
     assert scorer.score(flat, content, target)["style_inner"] > 20 * plain["style_inner"]
 
 
+def test_repainting_the_margin_changes_only_the_margin_and_buys_style():
+    """The probe changes no pixel inside the margin, and the few pixels it may change lower the
+    whole picture's style loss: what a thin frame can buy."""
+    scorer = evaluate.Scorer(torch.device("cpu"))
+    target = scorer.style_target(_painting(128, 128, seed=7))
+    yy, xx = np.mgrid[0:96, 0:128]
+    smooth = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], -1).astype(np.uint8)  # a gradient, no stripes
+    content = scorer.content_target(smooth)
+    out = scorer.repaint_margin(smooth, target, iterations=10)
+    m = evaluate.inner_margin(smooth)
+    assert out.shape == smooth.shape and out.dtype == np.uint8
+    assert np.array_equal(out[m:-m, m:-m], smooth[m:-m, m:-m])
+    assert np.abs(out.astype(int) - smooth).max() > 20                 # the margin was repainted
+    before, after = scorer.score(smooth, content, target), scorer.score(out, content, target)
+    assert after["style"] < 0.9 * before["style"]
+    assert after["style_inner"] == pytest.approx(before["style_inner"], rel=1e-6)
+
+
 def test_a_reflection_padded_scorer_sees_a_crop_of_the_style_as_the_style():
     """Zero padding gives a small picture's border features their own statistics; reflection
     padding does not, so a crop of an even texture scores closer to the texture itself."""
