@@ -196,7 +196,6 @@ class Scorer:
                 "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item(),
                 "style_layers": by_layer}
 
-
     def repaint_margin(self, out: np.ndarray, style: dict, iterations: int) -> np.ndarray:
         """``out`` with only its ``inner_margin`` repainted by ``iterations`` L-BFGS iterations for
         the style loss (no content term: the question is what those pixels alone can buy)."""
@@ -227,7 +226,8 @@ def inner_margin(img: np.ndarray) -> int:
     return max(1, round(max(img.shape[:2]) / INNER_MARGIN_FRACTION))
 
 
-SCORES = ("content", "style", "style_inner", "style_repainted", "gram", "structure", "layout", "colour", "face", "seconds")
+SCORES = ("content", "style", "style_inner", "style_repainted", "gram", "structure", "layout", "colour", "face",
+          "seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,6 +449,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
+    if args.repaint_margin < 0:
+        p.error(f"--repaint-margin: a number of L-BFGS iterations (0: off), got {args.repaint_margin}")
     if args.threads:
         torch.set_num_threads(args.threads)
 

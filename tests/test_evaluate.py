@@ -290,6 +290,13 @@ def test_repainting_the_margin_changes_only_the_margin_and_buys_style():
     assert after["style_inner"] == pytest.approx(before["style_inner"], rel=1e-6)
 
 
+def test_a_negative_repaint_count_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--repaint-margin", "-1", "--out", str(tmp_path / "out")])
+    assert "--repaint-margin" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_reflection_padded_scorer_sees_a_crop_of_the_style_as_the_style():
     """Zero padding gives a small picture's border features their own statistics; reflection
     padding does not, so a crop of an even texture scores closer to the texture itself."""
