@@ -189,12 +189,16 @@ class Scorer:
         feats = self.features(out)
         by_layer = {k: v.item() for k, v in losses.mean_std_errors(feats, style["stats"], ADAIN_STYLE_LAYERS).items()}
         m = inner_margin(out)
-        inner = self.features(out[m:-m, m:-m], ADAIN_STYLE_LAYERS)  # the style loss's layers only
         return {"content": losses.content_loss(feats, {ADAIN_CONTENT_LAYER: content_feat}, ADAIN_CONTENT_LAYER).item(),
                 "style": sum(by_layer.values()),
-                "style_inner": losses.mean_std_loss(inner, style["stats"], ADAIN_STYLE_LAYERS).item(),
+                "style_inner": self.style_loss(out[m:-m, m:-m], style),
                 "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item(),
                 "style_layers": by_layer}
+
+    @torch.inference_mode()
+    def style_loss(self, img: np.ndarray, style: dict) -> float:
+        """The style loss alone: one VGG pass to relu4_1, the style loss's layers."""
+        return losses.mean_std_loss(self.features(img, ADAIN_STYLE_LAYERS), style["stats"], ADAIN_STYLE_LAYERS).item()
 
     def repaint_margin(self, out: np.ndarray, style: dict, iterations: int) -> np.ndarray:
         """``out`` with only its ``inner_margin`` repainted by ``iterations`` L-BFGS iterations for
@@ -523,7 +527,7 @@ def main(argv=None) -> dict:
             scores = scorer.score(out, content_feats[c], style_targets[s])
             if args.repaint_margin and method != "baseline":
                 repainted = scorer.repaint_margin(out, style_targets[s], args.repaint_margin)
-                scores["style_repainted"] = scorer.score(repainted, content_feats[c], style_targets[s])["style"]
+                scores["style_repainted"] = scorer.style_loss(repainted, style_targets[s])
             scores["structure"] = structure_score(out, contents[c])
             scores["layout"] = layout_score(out, contents[c])
             scores["colour"] = colour_score(out, contents[c])
