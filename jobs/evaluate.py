@@ -60,7 +60,9 @@ which depth of the style's statistics a method misses tells what to change in it
 fine detail is partly lost in a JPEG, so its style loss rises more than a network's.
 
 Writes ``evaluate.json`` (per pair, per method, summary) after every pair, contact sheets
-``contact_<method>.png`` and the outputs themselves under ``outputs/<method>/``.
+``contact_<method>.png`` and the outputs themselves under ``outputs/<method>/``, as PNG: the very
+pixels scored, so a saved output can be scored again (a JPEG of it scores Gatys@100's fine texture
+far worse than the array did).
 """
 from __future__ import annotations
 
@@ -538,7 +540,7 @@ def main(argv=None) -> dict:
             if method != "baseline":
                 folder = out_dir / "outputs" / method
                 folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(out).save(folder / f"{Path(c).stem}__{Path(s).stem}.jpg", quality=92)
+                Image.fromarray(out).save(folder / f"{Path(c).stem}__{Path(s).stem}.png")
             name = gatys_label if method == "gatys100" else method
             print(f"{Path(c).stem[:34]:<34} {Path(s).stem[:26]:<26} {name:<10} {_fmt(scores['content']):>11} "
                   f"{_fmt(scores['style']):>11} {_fmt(scores['gram']):>11} {scores['structure']:>6.3f} "

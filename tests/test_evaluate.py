@@ -52,8 +52,12 @@ def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_
         assert row["size"] == [48, 64]  # longer side 64, aspect kept
         assert row["methods"]["baseline"]["content"] == 0.0  # the content scored against itself
         assert row["methods"]["adain"]["content"] > 0.0
-        saved = out / "outputs" / "adain" / f"{Path(row['content']).stem}__{Path(row['style']).stem}.jpg"
+        saved = out / "outputs" / "adain" / f"{Path(row['content']).stem}__{Path(row['style']).stem}.png"
         assert Image.open(saved).size == (64, 48)
+        # Lossless: the saved file is the scored output, so scoring it again gives the same figures.
+        photo = evaluate.load_resized(holdout / "photos" / row["content"], 64)
+        assert evaluate.structure_score(np.asarray(Image.open(saved)), photo) == pytest.approx(
+            row["methods"]["adain"]["structure"], abs=1e-6)
     means = report["summary"]["methods"]
     # The shipped decoder moves the output's feature statistics towards the painting's.
     assert means["adain"]["style"] < 0.8 * means["baseline"]["style"]
@@ -228,7 +232,7 @@ def test_paintings_set_scores_a_house_style_network_per_painting(holdout, tmp_pa
     assert [(r["content"], r["style"]) for r in report["pairs"]] == [(c, STYLES[0]) for c in CONTENTS]
     for row in report["pairs"]:
         assert row["methods"]["network"]["content"] > 0.0  # the network changed the photo
-        assert (tmp_path / "a" / "outputs" / "network" / f"{Path(row['content']).stem}__{Path(STYLES[0]).stem}.jpg").exists()
+        assert (tmp_path / "a" / "outputs" / "network" / f"{Path(row['content']).stem}__{Path(STYLES[0]).stem}.png").exists()
     with pytest.raises(SystemExit, match=f"{Path(STYLES[1]).stem}.pt"):
         evaluate.main(args + ["--styles", STYLES[1], "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="a folder of <painting stem>.pt"):
