@@ -497,31 +497,6 @@ def test_a_term_weight_adds_that_term_to_the_loss(term):
     assert moved["total"] - without["total"] == pytest.approx(2.0 * moved[term], rel=1e-3)
 
 
-def test_the_pooled_moment_term_lets_crops_offset_but_charges_a_bias_they_share():
-    """Two crops at +1 and -1 pool to the style's mean 0 / std 1: nothing to pay; both at +1 pay the
-    full error of every channel's mean and std, per layer. Weighted into the total."""
-    from stylebatch.models.vgg import ADAIN_STYLE_LAYERS
-
-    cfg = replace(TINY_TRAIN, pooled_moment_weight=3.0)
-    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32")
-    channels = {n: trainer.style_moments[n].shape[1] // 2 for n in ADAIN_STYLE_LAYERS}
-    trainer.style_moments = {n: torch.cat([torch.zeros(1, c), torch.ones(1, c)], 1) for n, c in channels.items()}
-    trainer.baselines = torch.ones_like(trainer.baselines)
-    style = torch.zeros(2, dtype=torch.long)
-    offsetting = {n: torch.cat([torch.ones(1, c, 4, 4), -torch.ones(1, c, 4, 4)]) for n, c in channels.items()}
-    shared = {n: torch.ones(2, c, 4, 4) for n, c in channels.items()}
-    assert float(trainer._pooled_moment_errors(offsetting, style)) == pytest.approx(0.0, abs=1e-3)
-    assert float(trainer._pooled_moment_errors(shared, style)) == pytest.approx(len(channels), rel=1e-2)
-
-    plain = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], TINY_TRAIN, device="cpu", precision="fp32")
-    x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
-    _, pooled = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu",
-                               precision="fp32").loss(x, torch.zeros(1, dtype=torch.long))
-    _, without = plain.loss(x, torch.zeros(1, dtype=torch.long))
-    assert pooled["pooled_moments"] > 0.1 and without["pooled_moments"] == 0.0
-    assert pooled["total"] - without["total"] == pytest.approx(3.0 * pooled["pooled_moments"], rel=1e-3)
-
-
 def test_the_contrast_term_counts_only_a_shortfall_of_the_photo_layout_contrast():
     """contrast_weight: relu(1 - slope) of the output's block luminance on the photo's.
     An output at half the contrast scores 0.5, the same layout at more contrast 0 (the style may add

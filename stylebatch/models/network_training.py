@@ -59,9 +59,6 @@ class TrainConfig:
     content_weight: float = 0.005   # relative content error, against the fraction of the style gap open
     style_weight: float = 1.0       # Gram term (Gatys)
     moment_weight: float = 1.0      # channel mean/std term (Huang & Belongie), relu1_1..relu4_1
-    # The same term over each style's crops of a batch pooled into one picture: a bias shared by
-    # every crop costs, while crops that err in opposite directions offset, as a whole picture's do.
-    pooled_moment_weight: float = 0.0
     tv_weight: float = 0.01         # mean absolute neighbour difference, [0, 1] pixels
     structure_weight: float = 0.3   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
     edge_weight: float = 0.0        # 1 - correlation of the photo's and the output's ``edge_magnitude``
@@ -275,20 +272,6 @@ class NetworkTrainer:
             moments = moments + (m - self.style_moments[n][style]).square().mean(1)
         return torch.stack([grams, moments], 1)
 
-    def _pooled_moment_errors(self, feats: Mapping[str, torch.Tensor], style: torch.Tensor) -> torch.Tensor:
-        """Per style in the batch: the moment error of its samples' features pooled over samples and
-        space, as a fraction of that style's (per-crop) moment baseline; their mean."""
-        errors = []
-        for s in style.unique():
-            rows = style == s
-            err = 0.0
-            for n in MOMENT_LAYERS:
-                f = feats[n][rows].float().flatten(2).transpose(0, 1).flatten(1)[None]  # 1,C,k*HW
-                m = torch.cat(mean_std(f), 1).flatten(1)
-                err = err + (m - self.style_moments[n][s]).square().mean()
-            errors.append(err / self.baselines[s, 1])
-        return torch.stack(errors).mean()
-
     @torch.no_grad()
     def _baselines(self, batches: int = 4) -> torch.Tensor:
         """Per style: the style loss of plain photo crops (what an identity network scores), the unit
@@ -362,10 +345,6 @@ class NetworkTrainer:
                    / target.square().sum((1, 2, 3)).clamp_min(1e-6)).mean()
         fractions = (self._style_errors(feats, style) / self.baselines[style]).mean(0)  # gaps still open
         style_loss = cfg.style_weight * fractions[0] + cfg.moment_weight * fractions[1]
-        pooled = torch.zeros((), device=x.device)
-        if cfg.pooled_moment_weight:
-            pooled = self._pooled_moment_errors(feats, style)
-            style_loss = style_loss + cfg.pooled_moment_weight * pooled
         tv = total_variation(y.float())
         structure = torch.zeros((), device=y.device)
         if cfg.structure_weight:
@@ -412,8 +391,7 @@ class NetworkTrainer:
                  + cfg.contrast_weight * contrast
                  + cfg.colour_layout_weight * colours + cfg.teacher_weight * taught + 10.0 * out_of_range)
         return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
-                       "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()),
-                       "pooled_moments": float(pooled.detach()), "tv": float(tv.detach()),
+                       "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
                        "structure": float(structure.detach()), "edges": float(edges.detach()),
                        "layout": float(layout.detach()), "contrast": float(contrast.detach()),
                        "colour_layout": float(colours.detach()), "teacher": float(taught.detach()),
@@ -457,9 +435,7 @@ class NetworkTrainer:
                 rate = (time.monotonic() - start) / (self.step - start_step)
                 if progress:
                     progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style gap open: Gram "
-                             f"{mean['gram']:.3f}, moments {mean['moments']:.3f}"
-                             + (f", pooled {mean['pooled_moments']:.3f}" if self.config.pooled_moment_weight else "")
-                             + f"; content {mean['content']:.4g}"
+                             f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g}"
                              + (f"; structure {mean['structure']:.3f}" if self.config.structure_weight else "")
                              + (f"; edges {mean['edges']:.3f}" if self.config.edge_weight else "")
                              + (f"; layout {mean['layout']:.3f}" if self.config.layout_weight else "")
