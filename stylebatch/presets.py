@@ -4,13 +4,14 @@ texture at several scales (flat colour fields would give a style model almost no
 transfer). A test pins every preset's pixels (their hashes), since the shipped network was
 trained on exactly these images.
 
-Adding a preset: a function ``size -> HxWx3 uint8``, one line in ``_PRESETS`` and one in
-``PRESET_DESCRIPTIONS`` (then retrain the presets' network, see models/weights/README.md).
+Adding a preset: a function ``size -> HxWx3 uint8`` and one ``Preset`` entry (the function and a
+description) in ``_PRESETS`` (then train its network, see models/weights/README.md).
 """
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -601,34 +602,39 @@ def _sunset_synthwave(size: int) -> np.ndarray:
     return _to_uint8(img)
 
 
-_PRESETS: dict[str, Callable[[int], np.ndarray]] = {
-    "cyberpunk": _cyberpunk,
-    "ukiyo": _ukiyo,
-    "impressionist": _impressionist,
-    "mosaic": _mosaic,
-    "ink": _ink,
-    "pop": _pop,
-    "stained_glass": _stained_glass,
-    "watercolor": _watercolor,
-    "sunset_synthwave": _sunset_synthwave,
+@dataclass(frozen=True)
+class Preset:
+    draw: Callable[[int], np.ndarray]   # size -> HxWx3 uint8
+    description: str                    # what it looks like, for `stylebatch styles list`
+
+
+_PRESETS: dict[str, Preset] = {
+    "cyberpunk": Preset(_cyberpunk,
+        "dark neon night: magenta/cyan/electric-blue glowing signs, lit skyline windows, perspective grid, light trails and rain"),
+    "ukiyo": Preset(_ukiyo,
+        "woodblock-print sea: indigo and cream wave bands with engraved line work, white foam curls and spray on aged paper"),
+    "impressionist": Preset(_impressionist,
+        "plein-air landscape in many short thick brush dabs of warm pastel yellows, greens and sky blues"),
+    "mosaic": Preset(_mosaic,
+        "Voronoi tesserae in saturated reds, oranges, yellows, greens, teals and purples set in dark grout"),
+    "ink": Preset(_ink,
+        "sumi-e ink wash: grey mountain washes and dry-brush black calligraphic strokes on fibrous rice paper"),
+    "pop": Preset(_pop,
+        "comic pop art: Ben-Day halftone dots, flat red/yellow/blue shapes, stripes and thick black outlines"),
+    "stained_glass": Preset(_stained_glass,
+        "backlit jewel-toned glass panes (ruby, sapphire, emerald, amber) cut by straight and curved black leading"),
+    "watercolor": Preset(_watercolor,
+        "transparent rose, violet, teal and ochre washes with dark drying rims and blooms on white cold-press paper"),
+    "sunset_synthwave": Preset(_sunset_synthwave,
+        "retro sunset: purple-to-orange sky, striped sun, wireframe mountains and a glowing pink grid floor"),
 }
 
-PRESET_DESCRIPTIONS: dict[str, str] = {
-    "cyberpunk": "dark neon night: magenta/cyan/electric-blue glowing signs, lit skyline windows, perspective grid, light trails and rain",
-    "ukiyo": "woodblock-print sea: indigo and cream wave bands with engraved line work, white foam curls and spray on aged paper",
-    "impressionist": "plein-air landscape in many short thick brush dabs of warm pastel yellows, greens and sky blues",
-    "mosaic": "Voronoi tesserae in saturated reds, oranges, yellows, greens, teals and purples set in dark grout",
-    "ink": "sumi-e ink wash: grey mountain washes and dry-brush black calligraphic strokes on fibrous rice paper",
-    "pop": "comic pop art: Ben-Day halftone dots, flat red/yellow/blue shapes, stripes and thick black outlines",
-    "stained_glass": "backlit jewel-toned glass panes (ruby, sapphire, emerald, amber) cut by straight and curved black leading",
-    "watercolor": "transparent rose, violet, teal and ochre washes with dark drying rims and blooms on white cold-press paper",
-    "sunset_synthwave": "retro sunset: purple-to-orange sky, striped sun, wireframe mountains and a glowing pink grid floor",
-}
+PRESET_DESCRIPTIONS: dict[str, str] = {name: preset.description for name, preset in _PRESETS.items()}
 
 
 @functools.lru_cache(maxsize=None)
 def _preset_cached(name: str) -> np.ndarray:
-    arr = np.ascontiguousarray(_PRESETS[name](PRESET_SIZE), dtype=np.uint8)
+    arr = np.ascontiguousarray(_PRESETS[name].draw(PRESET_SIZE), dtype=np.uint8)
     arr.flags.writeable = False  # shared per process; callers get copies
     return arr
 
