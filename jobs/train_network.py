@@ -64,9 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take every training setting not given here from a network's record (<out>.json, local "
                    "or s3://), e.g. stylebatch/models/weights/presets/ukiyo.json: train a preset further with "
                    "the recipe it was made with")
-    p.add_argument("--teachers", metavar="URI",
-                   help="with --teacher-weight: where Gatys's outputs for the photos are cached (local or s3://; "
-                   "default <out>.teachers/); made on first use, about a minute each on a 2-core CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -157,7 +154,7 @@ def main(argv=None) -> int:
                             resume=args.resume, init_from=args.init_from, device=args.device,
                             precision=args.precision, checkpoint_every=args.checkpoint_every,
                             weights_precision=args.weights_precision,
-                            content_label=HOLDOUT_LABEL if args.holdout else None, teachers=args.teachers)
+                            content_label=HOLDOUT_LABEL if args.holdout else None)
     except ValueError as exc:  # the user-facing errors (training data, styles, resume, weights) say what is wrong
         sys.exit(str(exc))
     print(f"wrote {args.out}")

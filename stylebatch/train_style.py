@@ -21,9 +21,8 @@ import torch
 from . import images, storage
 from .images import IMAGE_EXTENSIONS
 from .models.checkpoints import WeightsError, load_weights_record
-from .models.gatys import REFERENCE_ITERATIONS
 from .models.network import pack_state
-from .models.network_training import NetworkTrainer, TrainConfig, resize_shorter, teacher_indices
+from .models.network_training import NetworkTrainer, TrainConfig
 
 # scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user
 # gets with no ../shared beside the checkout.
@@ -111,38 +110,6 @@ def checkpoint_uri(out: str) -> str:
     return out + ".ckpt"
 
 
-def teacher_images(style_ref: str, photos: Sequence[np.ndarray], config: TrainConfig, cache: str, *,
-                   device: str = "auto", precision: str = "auto",
-                   progress: Optional[Callable[[str], None]] = print) -> dict[int, np.ndarray]:
-    """Gatys's output for the photos ``teacher_indices`` picks, each made from the photo as training
-    resizes it; cached under ``cache`` (local or s3://) by the style's key and the photo's pixels, so
-    a rerun or a later round for the same style pays nothing."""
-    from . import styles
-    from .models import registry
-
-    style = styles.resolve_style(style_ref)
-    model = None
-    out: dict[int, np.ndarray] = {}
-    picked = teacher_indices(len(photos), config)
-    for n, i in enumerate(picked):
-        resized = resize_shorter(photos[i], config.content_side).permute(1, 2, 0).numpy()
-        key = hashlib.sha256(f"{style.key}|gatys{REFERENCE_ITERATIONS}|".encode() + resized.tobytes()
-                             + str(resized.shape).encode()).hexdigest()[:20]
-        uri = storage.join(cache, f"{key}.png")
-        if storage.exists(uri):
-            out[i] = images.decode_image(storage.read_bytes(uri))
-            continue
-        if model is None:
-            model = registry.build("gatys", registry.ModelOptions(device=device, precision=precision))
-        t0 = time.monotonic()
-        out[i] = model.reference([resized], style)[0]
-        storage.write_bytes(uri, images.encode_image(out[i], "png"))
-        if progress:
-            progress(f"teacher {n + 1}/{len(picked)} ({resized.shape[1]}x{resized.shape[0]}): "
-                     f"{time.monotonic() - t0:.0f} s")
-    return out
-
-
 def _resumable(given: TrainConfig, saved: TrainConfig, ckpt: str) -> TrainConfig:
     """The checkpoint's settings with the given step count (a run may be lengthened). Any other
     setting that differs is refused: going on with the old ones would ignore what was asked, and
@@ -161,21 +128,18 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
                         config: TrainConfig = TrainConfig(), resume: bool = False,
                         init_from: Optional[str] = None, device: str = "auto", precision: str = "auto",
                         checkpoint_every: int = 50, progress: Optional[Callable[[str], None]] = print,
-                        weights_precision: str = "fp16", content_label: Optional[str] = None,
-                        teachers: Optional[str] = None) -> dict:
+                        weights_precision: str = "fp16", content_label: Optional[str] = None) -> dict:
     """Train one network for ``styles`` (name -> preset name or image URI) and write it to ``out``
     (weights-only; fp16, or int8 convolutions: ``network.pack_state``) with ``out.json`` saying how
     it was made. ``resume`` continues from ``<out>.ckpt`` with its settings (other settings:
-    ``ResumeError``); ``init_from`` starts from another network file's convolutions. With
-    ``config.teacher_weight`` (one style), Gatys's outputs for the photos are made first and cached
-    under ``teachers`` (default ``<out>.teachers/``)."""
+    ``ResumeError``); ``init_from`` starts from another network file's convolutions."""
     if not styles:
         raise TrainingDataError("give at least one style to train")
     ckpt = checkpoint_uri(out)
     state = None
     if resume and storage.exists(ckpt):  # first: a refused resume costs no image loading
         state = _load(ckpt)
-        config = _resumable(config, TrainConfig(**state["config"]), ckpt)
+        config = _resumable(config, TrainConfig.from_record(state["config"], source=storage.redact(ckpt)), ckpt)
     style_pixels = {name: load_style_image(ref) for name, ref in styles.items()}
     photos = list(content_images) if content_images is not None else load_content(content)
     init = None
@@ -183,14 +147,7 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
         init = _load(init_from)
         if not isinstance(init, dict) or "state_dict" not in init:
             raise WeightsError(f"{init_from}: not a style network file to start from")
-    taught = None
-    if config.teacher_weight:
-        if len(styles) != 1:
-            raise TrainingDataError(f"a teacher term trains one style at a time, got {len(styles)}: {', '.join(styles)}")
-        taught = teacher_images(next(iter(styles.values())), photos, config, teachers or out + ".teachers",
-                                device=device, precision=precision, progress=progress)
-    trainer = NetworkTrainer(style_pixels, photos, config, device=device, precision=precision, init_network=init,
-                             teachers=taught)
+    trainer = NetworkTrainer(style_pixels, photos, config, device=device, precision=precision, init_network=init)
     if state is not None:
         trainer.load_state(state)
         if progress:

@@ -16,7 +16,7 @@ from stylebatch.models import registry, runtime
 from stylebatch.models.checkpoints import WeightsError
 from stylebatch.models.network import (NetworkConfig, NetworkStylizer, StyleNetwork, fill_droplets, load_network,
                                        network_record, save_network)
-from stylebatch.models.network_training import NetworkTrainer, TrainConfig
+from stylebatch.models.network_training import PHOTO_TERMS, NetworkTrainer, TrainConfig
 from tests.helpers import photo
 
 TINY = {"channels": 8, "residual_blocks": 1}
@@ -476,11 +476,12 @@ def test_structure_term_ignores_colour_and_contrast_but_not_moved_outlines():
     assert term(x.roll(12, dims=-1)) > 0.3
 
 
-@pytest.mark.parametrize("term", ["structure", "edges", "layout", "colour_layout"])
+@pytest.mark.parametrize("term", [t for t in PHOTO_TERMS if t.name != "contrast"], ids=lambda t: t.name)
 def test_a_term_weight_adds_that_term_to_the_loss(term):
-    """0 for the untrained network (the identity), up once the output moves, and weighted into the total."""
-    weight = {"edges": "edge_weight"}.get(term, f"{term}_weight")
-    cfg = replace(TINY_TRAIN, **{"structure_weight": 0.0, "layout_weight": 0.0, weight: 2.0})
+    """0 for the untrained network (the identity), up once the output moves, and weighted into the total.
+    (The contrast term counts only a shortfall: its own test below.)"""
+    cfg = replace(TINY_TRAIN, **{**{t.weight: 0.0 for t in PHOTO_TERMS}, term.weight: 2.0})
+    weight, term = term.weight, term.name
     trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32")
     x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
     _, identity = trainer.loss(x, torch.zeros(1, dtype=torch.long))
@@ -520,74 +521,6 @@ def test_the_contrast_term_counts_only_a_shortfall_of_the_photo_layout_contrast(
     assert scores["half"] == pytest.approx(0.5, abs=0.01)
     assert scores["double"] == pytest.approx(0.0, abs=1e-4)
     assert scores["flat"] == pytest.approx(1.0, abs=1e-4)
-
-
-def test_teacher_crops_are_cut_with_their_photos_and_photos_without_one_are_masked():
-    from stylebatch.models.network_training import resize_shorter, teacher_indices
-
-    cfg = replace(TINY_TRAIN, teacher_weight=1.0, batch=16)
-    photos_ = [photo(60, 80, 0), photo(70, 50, 1)]
-    resized = resize_shorter(photos_[0], cfg.content_side).permute(1, 2, 0).numpy()
-    trainer = NetworkTrainer({"a": stationary(64, 64)}, photos_, cfg, device="cpu", precision="fp32",
-                             teachers={0: 255 - resized})   # the inverted photo: a crop must invert exactly
-    import random
-    x, teacher, has = trainer._crops(random.Random(3))
-    assert x.shape == teacher.shape == (16, 3, 32, 32) and 0 < int(has.sum()) < 16
-    assert torch.allclose(teacher[has], 1 - x[has], atol=1e-5)      # same place, scale and flip
-    assert float(teacher[~has].abs().max()) == 0.0
-    assert teacher_indices(43, replace(cfg, teacher_photos=12)) == sorted(set(teacher_indices(43, replace(cfg, teacher_photos=12))))
-    assert len(teacher_indices(43, replace(cfg, teacher_photos=12))) == 12
-    assert teacher_indices(5, replace(cfg, teacher_photos=0)) == [0, 1, 2, 3, 4]
-    assert teacher_indices(5, replace(cfg, teacher_weight=0.0)) == []
-
-
-def test_the_teacher_term_is_zero_at_the_teacher_and_grows_away_from_it():
-    cfg = replace(TINY_TRAIN, teacher_weight=2.0, structure_weight=0.0)
-    trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
-                             teachers={0: photo(48, 64, 5)})
-    with torch.no_grad():
-        torch.nn.init.normal_(trainer.net.out.weight, std=0.05)
-    x = torch.from_numpy(photo(32, 32, 1)).permute(2, 0, 1)[None].float() / 255
-    style, has = torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.bool)
-    with torch.no_grad():
-        own = trainer.net(x, style)
-    _, at = trainer.loss(x, style, own, has)
-    _, away = trainer.loss(x, style, x, has)
-    _, masked = trainer.loss(x, style, x, ~has)
-    assert at["teacher"] == pytest.approx(0.0, abs=1e-3)
-    assert away["teacher"] > 0.01 and masked["teacher"] == 0.0
-    assert away["total"] - masked["total"] == pytest.approx(2.0 * away["teacher"], rel=1e-3)
-
-
-def test_a_region_teacher_term_asks_where_the_texture_goes_not_where_each_mark_is():
-    # The teacher's own texture moved by half a crop: per location it is far from the teacher; as
-    # the mean over the whole crop it is nearly the teacher; over half-side regions in between.
-    teacher = torch.from_numpy(photo(32, 32, 5)).permute(2, 0, 1)[None].float() / 255
-    moved = torch.roll(teacher, shifts=(16, 16), dims=(2, 3))
-    terms = {}
-    for region in (0, 16, 32):
-        cfg = replace(TINY_TRAIN, teacher_weight=1.0, structure_weight=0.0, teacher_region=region)
-        trainer = NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
-                                 teachers={0: photo(48, 64, 5)})
-        terms[region] = trainer._relative_error(trainer.vgg(moved, ("relu3_1",))["relu3_1"],
-                                                trainer.vgg(teacher, ("relu3_1",))["relu3_1"], 32).item()
-    assert terms[0] > 0.2
-    assert terms[32] < 0.1 * terms[0] and terms[32] < terms[16] < terms[0]
-    with pytest.raises(ValueError, match="teacher_region is a side in pixels"):
-        NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], replace(cfg, teacher_region=-1),
-                       device="cpu", precision="fp32", teachers={0: photo(48, 64, 5)})
-
-
-def test_teacher_inputs_that_cannot_work_are_refused_with_the_reason():
-    cfg = replace(TINY_TRAIN, teacher_weight=1.0)
-    with pytest.raises(ValueError, match="teacher image for photo 0 is 10x10"):
-        NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32",
-                       teachers={0: photo(10, 10, 2)})
-    with pytest.raises(ValueError, match="one style at a time"):
-        NetworkTrainer({"a": stationary(64, 64), "b": stationary(64, 64, 1)}, [photo(60, 80, 0)], cfg,
-                       device="cpu", precision="fp32", teachers={0: photo(48, 64, 2)})
-    with pytest.raises(ValueError, match="no teacher images"):
-        NetworkTrainer({"a": stationary(64, 64)}, [photo(60, 80, 0)], cfg, device="cpu", precision="fp32")
 
 
 def test_tonal_layout_correlation_ignores_brightness_and_contrast_not_inversion():
@@ -1021,6 +954,14 @@ def test_train_config_from_record_refuses_settings_it_does_not_know():
         TrainConfig.from_record({"network": {"droplet_energy": 0.5}}, source="rec.json")
     with pytest.raises(ValueError, match=r"rec\.json: .*palette_luma needs palette"):
         TrainConfig.from_record({"network": {"palette": False, "palette_luma": 0.5}}, source="rec.json")
+
+
+def test_a_record_of_a_retired_term_loads_only_if_it_trained_without_it():
+    # The shipped records carry teacher_weight 0 (the term was tried and retired): they still load.
+    old = {**TrainConfig(lr=3e-4).describe(), "teacher_weight": 0.0, "teacher_photos": 0, "teacher_region": 0}
+    assert TrainConfig.from_record(old) == TrainConfig(lr=3e-4)
+    with pytest.raises(ValueError, match=r"rec\.json: trained with teacher_weight 2\.0, a term this version no longer has"):
+        TrainConfig.from_record({**old, "teacher_weight": 2.0}, source="rec.json")
 
 
 def test_recipe_sets_the_defaults_and_flags_still_win(tmp_path):

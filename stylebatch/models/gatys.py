@@ -44,7 +44,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("adain", "content", "noise", "palette")
 
 DEFAULT_ITERATIONS = 100          # full-resolution iterations (the expensive ones)
-REFERENCE_ITERATIONS = 100        # the quality yardstick ("Gatys@100"): evaluation's reference, training's teacher
+REFERENCE_ITERATIONS = 100        # the quality yardstick ("Gatys@100"): the evaluation's reference
 DEFAULT_COARSE_FACTOR = 1         # coarse iterations per full-resolution one (more measured worse per pass)
 MIN_COARSE_SIDE = 128             # below this a coarse stage sees too little to be worth it
 ADAM_LR = 0.02                    # in [0, 1] pixel units (about 5 grey levels per step)
@@ -222,7 +222,7 @@ class GatysStylizer:
 
     def reference(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: int = REFERENCE_ITERATIONS,
                   seed: int = 0) -> list[np.ndarray]:
-        """The yardstick every fast path is scored against (and trained towards, as a teacher):
+        """The yardstick every fast path is scored against:
         plain Gatys from the photo at one level, ``iterations`` L-BFGS iterations, unit weights."""
         return self.stylize(images, style, iterations=iterations, init="content", coarse_to_fine=False, seed=seed)
 

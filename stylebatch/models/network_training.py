@@ -36,9 +36,9 @@ from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, 
 from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
 from .vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS, load_vgg19
 
-# Where the networks' style gap sits (relu4_1's channel means, then relu3_1's: weights README): the
-# teacher term asks for Gatys's arrangement of the texture there, not its pixels.
-TEACHER_LAYERS = ("relu3_1", "relu4_1")
+# Settings of terms tried and retired (never in a shipped recipe; weights README): weight -> the
+# settings only that term read. A record that trained with the weight at 0 still loads as a recipe.
+RETIRED_TERMS = {"teacher_weight": ("teacher_photos", "teacher_region")}  # Gatys's output as a teacher
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,22 @@ class TrainConfig:
     style_weight: float = 1.0       # Gram term (Gatys)
     moment_weight: float = 1.0      # channel mean/std term (Huang & Belongie), relu1_1..relu4_1
     tv_weight: float = 0.01         # mean absolute neighbour difference, [0, 1] pixels
+    # The weights of PHOTO_TERMS (0: off).
     structure_weight: float = 0.3   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
     edge_weight: float = 0.0        # 1 - correlation of the photo's and the output's ``edge_magnitude``
     layout_weight: float = 0.0      # 1 - correlation of the photo's and the output's ``tonal_layout``
     contrast_weight: float = 0.0    # how far the output's ``tonal_layout`` falls short of the photo's contrast
     colour_layout_weight: float = 0.0  # 1 - correlation of the recoloured photo's and the output's ``colour_layout``
-    teacher_weight: float = 0.0     # relative feature error at TEACHER_LAYERS against Gatys's output for the photo
-    teacher_photos: int = 0         # how many photos get a Gatys teacher (0: every photo); a teacher costs ~1 min on CPU
-    teacher_region: int = 0         # px: compare region means of the features, not each location (0: per location)
     # The exported weights: an exponential moving average of the training weights over about
     # 1 / (1 - ema_decay) steps (Polyak averaging), which smooths out the last steps' noise at
     # batch 6; 0: the last step's weights.
     ema_decay: float = 0.0
     seed: int = 0
     network: dict = field(default_factory=lambda: asdict(NetworkConfig(palette=True)))
+
+    def __post_init__(self):
+        # Every setting of the network spelled out, so two configs that train the same compare equal.
+        object.__setattr__(self, "network", asdict(NetworkConfig(**self.network)))
 
     def describe(self) -> dict:
         return asdict(self)
@@ -83,17 +85,23 @@ class TrainConfig:
         """The settings a network's record says it was trained with (``describe()`` as written in
         ``<out>.json``'s ``config``), to train it further with its own recipe. Settings an older
         record lacks take today's defaults; a setting this version does not know is an error, not
-        silently dropped."""
+        silently dropped; nor is a retired term the record trained with."""
         if not isinstance(config, Mapping):
             raise ValueError(f"{source}: 'config' is not a table of training settings")
+        config = dict(config)
+        for weight, own_settings in RETIRED_TERMS.items():
+            if config.get(weight):
+                raise ValueError(f"{source}: trained with {weight} {config[weight]}, a term this version no "
+                                 "longer has (tried, never shipped: weights README); its recipe cannot be repeated")
+            for k in (weight, *own_settings):
+                config.pop(k, None)
         network = dict(config.get("network") or {})
         unknown = sorted(set(config) - {f.name for f in fields(cls)})
         unknown += sorted(f"network.{k}" for k in set(network) - {f.name for f in fields(NetworkConfig)})
         if unknown:
             raise ValueError(f"{source}: unknown training settings {', '.join(unknown)}")
         try:
-            return cls(**{k: v for k, v in config.items() if k != "network"},
-                       network=asdict(NetworkConfig(**network)))
+            return cls(**{k: v for k, v in config.items() if k != "network"}, network=network)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from exc
 
@@ -118,6 +126,61 @@ def coarse_structure(x: torch.Tensor, pool: int = 4) -> torch.Tensor:
     colour (luminance only) and texture finer than ``pool`` px (averaged away) to the style."""
     y = F.pad(F.avg_pool2d(runtime.luminance(x.float()), pool), (1, 1, 1, 1), mode="replicate")
     return F.conv2d(y, y.new_tensor(_LAPLACE).view(1, 1, 3, 3))
+
+
+# The terms that hold some of the photo in the output, beside the content term. Each measures
+# (output, photo, recoloured photo) -> a scalar, 0 when the output keeps all of it, and is
+# weighted by its TrainConfig field (0: off, not computed).
+def _structure(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
+    # 1 - cosine of the two Laplacians: where the outlines are, not how strong (a style may raise or
+    # lower the contrast).
+    return 1.0 - F.cosine_similarity(coarse_structure(y).flatten(1), coarse_structure(x).flatten(1),
+                                     dim=1, eps=1e-6).mean()
+
+
+def _edges(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
+    # The outlines at half size, the evaluation's structure measure: the coarse Laplacian
+    # (structure) asks for more of the photo's object-scale shading than Gatys keeps (weights
+    # README) while fine outlines and fur, which Gatys does keep, go.
+    return 1.0 - correlation(edge_magnitude(y).flatten(1), edge_magnitude(x).flatten(1)).mean()
+
+
+def _layout(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
+    # Where the photo is bright and dark at object scale: the outlines alone (structure) let a
+    # network paint a face and its background in one tone, and the face is gone.
+    return 1.0 - correlation(tonal_layout(y), tonal_layout(x)).mean()
+
+
+def _contrast(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
+    # The layout term is a correlation, blind to contrast: the dark presets kept where the photo is
+    # light and dark at a third to a half of its contrast, and faces sank into the background, where
+    # Gatys@100 keeps about all of it (weights README). Against the photo, not the recoloured photo:
+    # the recolouring alone already halves it on dark palettes. Only a shortfall counts, so the
+    # style may add contrast.
+    return F.relu(1.0 - slope(tonal_layout(y), tonal_layout(x))).mean()
+
+
+def _colour_layout(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
+    # Which hue each object has, in the style's palette (the recoloured photo): without it a palette
+    # network paints every region in the palette's full range of colours, and the parrots and the
+    # orange suit are gone where Gatys keeps them.
+    return 1.0 - correlation(colour_layout(y), colour_layout(recoloured)).mean()
+
+
+@dataclass(frozen=True)
+class PhotoTerm:
+    name: str      # its key in the loss parts, the training history and the progress line
+    weight: str    # the TrainConfig field that weighs it
+    measure: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+PHOTO_TERMS = (
+    PhotoTerm("structure", "structure_weight", _structure),
+    PhotoTerm("edges", "edge_weight", _edges),
+    PhotoTerm("layout", "layout_weight", _layout),
+    PhotoTerm("contrast", "contrast_weight", _contrast),
+    PhotoTerm("colour_layout", "colour_layout_weight", _colour_layout),
+)
 
 
 def resize_shorter(img: np.ndarray, side: int) -> torch.Tensor:
@@ -154,34 +217,15 @@ def random_crops(images: Sequence[torch.Tensor], n: int, crop: int, rng: random.
     return torch.cat(batch).contiguous(memory_format=torch.channels_last)
 
 
-def teacher_indices(n_photos: int, config: TrainConfig) -> list[int]:
-    """Which photos get a Gatys teacher: ``teacher_photos`` of them, evenly spread (every photo for 0)."""
-    if not config.teacher_weight:
-        return []
-    k = n_photos if config.teacher_photos <= 0 else min(config.teacher_photos, n_photos)
-    return sorted({round(i * n_photos / k) for i in range(k)})
-
-
 class NetworkTrainer:
-    """Trains one network for ``styles`` (name -> HxWx3 uint8) on crops of ``content`` photos.
-
-    ``teachers``: with ``teacher_weight``, Gatys's output for some photos (index -> HxWx3 uint8 of
-    the photo's size after ``resize_shorter(photo, content_side)``, which is what it must be made
-    from); their crops are cut together with the photo's, so the term compares like with like."""
+    """Trains one network for ``styles`` (name -> HxWx3 uint8) on crops of ``content`` photos."""
 
     def __init__(self, styles: Mapping[str, np.ndarray], content: Sequence[np.ndarray], config: TrainConfig,
-                 *, device: str = "auto", precision: str = "auto",
-                 init_network: Optional[dict] = None, teachers: Optional[Mapping[int, np.ndarray]] = None):
+                 *, device: str = "auto", precision: str = "auto", init_network: Optional[dict] = None):
         if not styles:
             raise ValueError("need at least one style image to train for")
         if not content:
             raise ValueError("need at least one content photo to train on")
-        if config.teacher_weight and len(styles) != 1:
-            raise ValueError(f"a teacher term trains one style at a time (Gatys's outputs are per style), got {len(styles)}")
-        if config.teacher_weight and not teachers:
-            raise ValueError("teacher_weight is set but no teacher images were given")
-        if config.teacher_region < 0:
-            raise ValueError(f"teacher_region is a side in pixels (0: per location), got {config.teacher_region}")
         self.config = config
         self.style_names = list(styles)
         self.device = runtime.pick_device(device)
@@ -192,8 +236,6 @@ class NetworkTrainer:
         self.vgg.to(memory_format=torch.channels_last)
         self.layer_weights = GatysObjective().layer_weights(self.vgg)  # premium's Gram weights
         self.content = [resize_shorter(c, config.content_side) for c in content]
-        if config.teacher_weight:
-            self.content = [self._with_teacher(i, c, (teachers or {}).get(i)) for i, c in enumerate(self.content)]
         self.style_grams = self._style_grams(styles)
         self.baselines = self._baselines()
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
@@ -218,27 +260,8 @@ class NetworkTrainer:
         self.seconds = 0.0   # training time so far, over every resumed session
         self.history: list[dict] = []
 
-    @staticmethod
-    def _with_teacher(index: int, photo: torch.Tensor, teacher: Optional[np.ndarray]) -> torch.Tensor:
-        """7 channels: the photo, its teacher (zeros if none) and a mask that says which (255: has one)."""
-        h, w = photo.shape[1:]
-        if teacher is None:
-            return torch.cat([photo, torch.zeros(4, h, w, dtype=torch.uint8)])
-        runtime.check_image(teacher, f"teacher image for photo {index}")
-        if teacher.shape[:2] != (h, w):
-            raise ValueError(f"teacher image for photo {index} is {teacher.shape[1]}x{teacher.shape[0]}, the photo "
-                             f"resized for training {w}x{h}: make it from resize_shorter(photo, content_side)")
-        return torch.cat([photo, torch.from_numpy(np.array(teacher)).permute(2, 0, 1),
-                          torch.full((1, h, w), 255, dtype=torch.uint8)])
-
-    def _crops(self, rng: random.Random) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """A batch of photo crops; with teachers, also their teachers' crops and which samples have one."""
-        x = random_crops(self.content, self.config.batch, self.config.crop, rng).to(self.device)
-        if x.shape[1] == 3:
-            return x, None, None
-        cl = torch.channels_last
-        return (x[:, :3].contiguous(memory_format=cl), x[:, 3:6].contiguous(memory_format=cl),
-                x[:, 6].mean((1, 2)) > 0.5)
+    def _crops(self, rng: random.Random) -> torch.Tensor:
+        return random_crops(self.content, self.config.batch, self.config.crop, rng).to(self.device)
 
     def _style_grams(self, styles: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         grams = {n: [] for n in STYLE_LAYERS}
@@ -280,7 +303,7 @@ class NetworkTrainer:
         n_styles = len(self.style_names)
         total = torch.zeros(n_styles, 2, device=self.device)
         for _ in range(batches):
-            x = self._crops(rng)[0]
+            x = self._crops(rng)
             with runtime.autocast(self.device, self.precision):
                 feats = self.vgg(x, STYLE_LAYERS)
             for s in range(n_styles):
@@ -318,26 +341,12 @@ class NetworkTrainer:
                 own[f"residuals.{i}.b.norm.shift"].zero_()
         self.net.load_state_dict(own)
 
-    def _relative_error(self, out: torch.Tensor, teacher: torch.Tensor, side_px: int) -> torch.Tensor:
-        """Per sample: squared feature error relative to the teacher's energy, over each location or,
-        with ``teacher_region``, over region means (which kinds of texture belong in each part of the
-        photo, learnable where Gatys's exact placement of each mark is not)."""
-        out, teacher = out.float(), teacher.float()
-        if self.config.teacher_region:
-            k = max(1, round(self.config.teacher_region * out.shape[-1] / side_px))
-            out, teacher = F.avg_pool2d(out, k, ceil_mode=True), F.avg_pool2d(teacher, k, ceil_mode=True)
-        return (out - teacher).square().sum((1, 2, 3)) / teacher.square().sum((1, 2, 3)).clamp_min(1e-6)
-
-    def loss(self, x: torch.Tensor, style: torch.Tensor, teacher: Optional[torch.Tensor] = None,
-             has_teacher: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         with torch.no_grad(), runtime.autocast(self.device, self.precision):
             # With a palette network the content to keep is the recoloured photo: the colours are the style's.
             recoloured = self.net.recolour(x, style)
             target = self.vgg(recoloured, [cfg.content_layer])[cfg.content_layer].float()
-            # Only the samples that have a teacher: the others' would be masked out anyway.
-            taught_rows = has_teacher if teacher is not None and bool(has_teacher.any()) else None
-            teacher_feats = self.vgg(teacher[taught_rows], TEACHER_LAYERS) if taught_rows is not None else None
         with runtime.autocast(self.device, self.precision):
             y = self.net(x, style)
             feats = self.vgg(y.contiguous(memory_format=torch.channels_last), {*STYLE_LAYERS, cfg.content_layer})
@@ -346,66 +355,27 @@ class NetworkTrainer:
         fractions = (self._style_errors(feats, style) / self.baselines[style]).mean(0)  # gaps still open
         style_loss = cfg.style_weight * fractions[0] + cfg.moment_weight * fractions[1]
         tv = total_variation(y.float())
-        structure = torch.zeros((), device=y.device)
-        if cfg.structure_weight:
-            # 1 - cosine of the two Laplacians: where the outlines are, not how strong (a style may
-            # raise or lower the contrast).
-            structure = 1.0 - F.cosine_similarity(coarse_structure(y).flatten(1), coarse_structure(x).flatten(1),
-                                                  dim=1, eps=1e-6).mean()
-        edges = torch.zeros((), device=y.device)
-        if cfg.edge_weight:
-            # The outlines at half size, the evaluation's structure measure: the coarse Laplacian
-            # (structure) asks for more of the photo's object-scale shading than Gatys keeps (weights
-            # README) while fine outlines and fur, which Gatys does keep, go.
-            edges = 1.0 - correlation(edge_magnitude(y).flatten(1), edge_magnitude(x).flatten(1)).mean()
-        layout = torch.zeros((), device=y.device)
-        if cfg.layout_weight:
-            # Where the photo is bright and dark at object scale: the outlines alone (structure) let a
-            # network paint a face and its background in one tone, and the face is gone.
-            layout = 1.0 - correlation(tonal_layout(y), tonal_layout(x)).mean()
-        contrast = torch.zeros((), device=y.device)
-        if cfg.contrast_weight:
-            # The layout term is a correlation, blind to contrast: the dark presets kept where the
-            # photo is light and dark at a third to a half of its contrast, and faces sank into the
-            # background, where Gatys@100 keeps about all of it (weights README). Against the photo,
-            # not the recoloured photo: the recolouring alone already halves it on dark palettes.
-            # Only a shortfall counts, so the style may add contrast.
-            contrast = F.relu(1.0 - slope(tonal_layout(y), tonal_layout(x))).mean()
-        colours = torch.zeros((), device=y.device)
-        if cfg.colour_layout_weight:
-            # Which hue each object has, in the style's palette (the recoloured photo): without it a
-            # palette network paints every region in the palette's full range of colours, and the
-            # parrots and the orange suit are gone where Gatys keeps them.
-            colours = 1.0 - correlation(colour_layout(y), colour_layout(recoloured)).mean()
-        taught = torch.zeros((), device=y.device)
-        if teacher_feats is not None:
-            # Gatys's output for this very crop: where its texture puts each feature, which the Gram
-            # and moment terms (statistics of the whole crop) only ask for on average.
-            err = sum(self._relative_error(feats[n][taught_rows], teacher_feats[n], y.shape[-1])
-                      for n in TEACHER_LAYERS)
-            taught = err.mean() / len(TEACHER_LAYERS)
         # Keep the output in [0, 1]: a network trained on unclamped output paints out of range.
         out_of_range = (F.relu(-y.float()) + F.relu(y.float() - 1)).square().mean()
-        total = (cfg.content_weight * content + style_loss + cfg.tv_weight * tv
-                 + cfg.structure_weight * structure + cfg.edge_weight * edges + cfg.layout_weight * layout
-                 + cfg.contrast_weight * contrast
-                 + cfg.colour_layout_weight * colours + cfg.teacher_weight * taught + 10.0 * out_of_range)
-        return total, {"content": float(content.detach()), "style": float(style_loss.detach()),
-                       "gram": float(fractions[0].detach()), "moments": float(fractions[1].detach()), "tv": float(tv.detach()),
-                       "structure": float(structure.detach()), "edges": float(edges.detach()),
-                       "layout": float(layout.detach()), "contrast": float(contrast.detach()),
-                       "colour_layout": float(colours.detach()), "teacher": float(taught.detach()),
-                       "total": float(total.detach())}
+        total = cfg.content_weight * content + style_loss + cfg.tv_weight * tv + 10.0 * out_of_range
+        held = {}
+        for term in PHOTO_TERMS:
+            weight = getattr(cfg, term.weight)
+            held[term.name] = term.measure(y, x, recoloured) if weight else y.new_zeros((), dtype=torch.float32)
+            total = total + weight * held[term.name]
+        parts = {"content": content, "style": style_loss, "gram": fractions[0], "moments": fractions[1], "tv": tv,
+                 **held, "total": total}
+        return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def train_step(self) -> dict[str, float]:
         cfg = self.config
-        x, teacher, has_teacher = self._crops(self.rng)
+        x = self._crops(self.rng)
         style = torch.tensor([self.rng.randrange(len(self.style_names)) for _ in range(cfg.batch)],
                              device=self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        total, parts = self.loss(x, style, teacher, has_teacher)
+        total, parts = self.loss(x, style)
         total.backward()
         self.optimizer.step()
         self.step += 1
@@ -436,12 +406,8 @@ class NetworkTrainer:
                 if progress:
                     progress(f"step {self.step}/{steps}  loss {mean['total']:.4g} (style gap open: Gram "
                              f"{mean['gram']:.3f}, moments {mean['moments']:.3f}; content {mean['content']:.4g}"
-                             + (f"; structure {mean['structure']:.3f}" if self.config.structure_weight else "")
-                             + (f"; edges {mean['edges']:.3f}" if self.config.edge_weight else "")
-                             + (f"; layout {mean['layout']:.3f}" if self.config.layout_weight else "")
-                             + (f"; contrast {mean['contrast']:.3f}" if self.config.contrast_weight else "")
-                             + (f"; colour layout {mean['colour_layout']:.3f}" if self.config.colour_layout_weight else "")
-                             + (f"; teacher {mean['teacher']:.3f}" if self.config.teacher_weight else "")
+                             + "".join(f"; {t.name.replace('_', ' ')} {mean[t.name]:.3f}" for t in PHOTO_TERMS
+                                       if getattr(self.config, t.weight))
                              + ")  "
                              f"{rate:.2f} s/step  ETA {_eta(rate * (steps - self.step))}")
             if checkpoint and (self.step % checkpoint_every == 0 or self.step == steps):
