@@ -24,22 +24,8 @@ HOLDOUT_LABEL = ("../shared/data/photos minus the evaluation's held-out photos, 
                  "nature photos when installed (--holdout)")
 
 
-# The network settings the command line can set, with their help: every NetworkConfig field
-# (a test holds the two together); --recipe gives their defaults.
-NETWORK_FLAGS = {
-    "channels": "the first layer's channels (doubled by each downsampling); with --init-from a narrower file "
-                "the network starts as that file, its new channels unused",
-    "residual_blocks": "residual blocks in the network's trunk; with --init-from a shallower file the extra "
-                       "blocks start as the identity",
-    "palette": "recolour each photo to the style's colour statistics before the network",
-    "palette_luma": "with --palette: share (0-1) of the photo's luminance variation the recolouring keeps, "
-                    "for pale low-contrast styles that flatten faces",
-    "palette_strength": "with --palette: how far (0-1] the recolouring moves the photo to the style's palette",
-    "skip": "a second output conv from the first layer's full-resolution features",
-    "skip_luma": "with --skip: that conv changes brightness only, keeping the photo's colour accents",
-    "droplet_energy": "fill in the output's change where an instance-norm droplet holds more than this many "
-                      "times a layer's mean energy; 0: off",
-}
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only export <out>.ckpt as it stands to <out> (a run stopped early or still going)")
     p.add_argument("--note", default="", help="--export-checkpoint: what the content was, for the record")
     p.add_argument("--init-from", help="start from another network file's convolutions "
-                   "(with --export-checkpoint: what the run started from, for the record); to fine-tune a "
-                   "trained network keep --lr at 3e-4 or less: 1e-3 knocks it off and spends ~200 steps recovering")
+                   "(with --export-checkpoint: what the run started from, for the record); see --lr")
     p.add_argument("--recipe", metavar="JSON",
                    help="take every training setting not given here from a network's record (<out>.json, local "
                    "or s3://), e.g. stylebatch/models/weights/presets/ukiyo.json: train a preset further with "
@@ -69,20 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--weights-precision", choices=STORAGE, default="fp16",
                    help="how the exported file stores the weights (int8: a quarter of fp32's bytes; the shipped presets)")
-    for name, text in NETWORK_FLAGS.items():  # booleans as --x/--no-x; defaults from the recipe (parse_args)
-        default = TrainConfig().network[name]
+    # Every setting of the network and of training is a flag, its help from the field (booleans as
+    # --x/--no-x); the defaults are the recipe's when --recipe is given (parse_args).
+    for f in fields(NetworkConfig):
+        default = TrainConfig().network[f.name]
         kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
-        p.add_argument("--" + name.replace("_", "-"), default=default, help=f"{text} (NetworkConfig.{name})", **kind)
+        p.add_argument(_flag(f.name), default=default, help=f"{f.metadata['help']} (NetworkConfig)", **kind)
     for f in fields(TrainConfig):
         if f.name == "network":
             continue
-        if isinstance(f.default, tuple):
-            p.add_argument("--" + f.name.replace("_", "-"), type=lambda t: tuple(float(v) for v in t.split(",")),
-                           default=f.default, help="comma separated")
-        elif f.default is None:  # an optional number (lr_final)
-            p.add_argument("--" + f.name.replace("_", "-"), type=float, default=None)
-        else:
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        p.add_argument(_flag(f.name), type=type(f.default), default=f.default, help=f.metadata["help"])
     return p
 
 
@@ -114,7 +95,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
         return args, {}
     recipe = load_recipe(args.recipe)
     parser.set_defaults(**{k: v for k, v in asdict(recipe).items() if k != "network"},
-                        **{k: recipe.network[k] for k in NETWORK_FLAGS})
+                        **recipe.network)
     return parser.parse_args(argv), recipe.network
 
 
@@ -148,7 +129,7 @@ def main(argv=None) -> int:
         if not content_images:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
-                         network=asdict(NetworkConfig(**{**base_network, **{k: getattr(args, k) for k in NETWORK_FLAGS}})))
+                         network={**base_network, **{f.name: getattr(args, f.name) for f in fields(NetworkConfig)}})
     try:
         train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                             resume=args.resume, init_from=args.init_from, device=args.device,

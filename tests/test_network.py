@@ -984,14 +984,16 @@ def test_recipe_sets_the_defaults_and_flags_still_win(tmp_path):
     assert plain.lr == TrainConfig().lr and none == {}
 
 
-def test_every_network_setting_has_its_flag():
-    """The network flags are one table (jobs.train_network.NETWORK_FLAGS): a NetworkConfig field
-    added without a flag would silently keep the recipe's value on every command line."""
-    from jobs.train_network import NETWORK_FLAGS, build_parser
+def test_every_setting_has_its_flag_and_help():
+    """Each NetworkConfig and TrainConfig field is a flag of jobs.train_network, its help text from
+    the field: a setting added without one would silently keep the recipe's value."""
+    from jobs.train_network import build_parser
 
-    assert set(NETWORK_FLAGS) == {f.name for f in fields(NetworkConfig)}
-    parser_dests = {a.dest for a in build_parser()._actions}
-    assert set(NETWORK_FLAGS) <= parser_dests
+    actions = {a.dest: a for a in build_parser()._actions}
+    settings = [f for cls in (NetworkConfig, TrainConfig) for f in fields(cls) if f.name != "network"]
+    for f in settings:
+        assert f.name in actions, f"no flag for {f.name}"
+        assert len(f.metadata["help"]) > 15 and f.metadata["help"] in actions[f.name].help
 
 
 def test_recipe_errors_name_the_file_and_what_is_wrong(tmp_path):

@@ -47,7 +47,7 @@ from __future__ import annotations
 import collections
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -61,21 +61,32 @@ from .checkpoints import WeightsError, load_weights_bytes, load_weights_record, 
 FORMAT = "stylebatch-style-network/1"
 
 
+def setting(default, help: str):
+    """A config field with its ``--help`` text: the command lines that set it read it from here."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """Widths of the network; the defaults are Johnson et al.'s."""
 
-    channels: int = 32          # after the first conv; doubled by each of the two downsamplings
-    residual_blocks: int = 5
-    palette: bool = False       # first recolour the photo to its style's RGB mean/covariance (``recolour``)
-    skip: bool = False          # a second output conv from the first layer's full-resolution features
-    skip_luma: bool = False     # that conv changes brightness only, not colour
-    palette_luma: float = 0.0   # share of the photo's luminance variation the recolouring keeps
-    palette_strength: float = 1.0  # how far the recolouring goes (1: the style's palette; 0.5: halfway)
-    # A position of the first upsampling layer whose normalised features hold more than this many
-    # times the layer's mean energy is an instance-norm droplet; the output's change there is filled
-    # in from around it (``fill_droplets``). 0: off.
-    droplet_energy: float = 10.0
+    channels: int = setting(32, "the first layer's channels (doubled by each of the two downsamplings); with "
+                                "--init-from a narrower file the network starts as that file, its new channels unused")
+    residual_blocks: int = setting(5, "residual blocks in the network's trunk; with --init-from a shallower file "
+                                      "the extra blocks start as the identity")
+    palette: bool = setting(False, "recolour each photo to its style's RGB mean and covariance before the network")
+    skip: bool = setting(False, "a second output conv from the first layer's full-resolution features")
+    skip_luma: bool = setting(False, "with skip: that conv changes brightness only, keeping the photo's colour accents")
+    palette_luma: float = setting(0.0, "with palette: share (0-1) of the photo's luminance variation the "
+                                       "recolouring keeps, for pale low-contrast styles that flatten faces")
+    palette_strength: float = setting(1.0, "with palette: how far (0-1] the recolouring moves the photo to the "
+                                           "style's palette")
+    # Why the fill: the module docstring.
+    droplet_energy: float = setting(10.0, "fill in the output's change where an instance-norm droplet (a position "
+                                          "of the first upsampling layer) holds more than this many times the "
+                                          "layer's mean energy; 0: off")
 
     def __post_init__(self):
         if self.skip_luma and not self.skip:

