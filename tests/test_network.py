@@ -1,6 +1,7 @@
 """Per-style networks: files, the stylizer, exact resume, the registry, catalog `network:`, frames."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -64,6 +65,28 @@ def test_an_untrained_network_is_the_identity():
     img = torch.rand(1, 3, 37, 50)
     with torch.no_grad():
         assert torch.equal(StyleNetwork(2, NetworkConfig(**TINY))(img, torch.tensor([1])), img)
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_the_output_conv_by_columns_computes_the_plain_convolution(out_channels):
+    from stylebatch.models.network import output_conv
+
+    torch.manual_seed(out_channels)
+    conv = torch.nn.Conv2d(8, out_channels, 9)
+    x = torch.randn(2, 8, 29, 37).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        plain = conv(x)
+        assert torch.allclose(output_conv(conv, x), plain, atol=1e-5)   # same arithmetic, fp32
+        low = copy.deepcopy(conv).to(torch.bfloat16)
+        plain_bf16, columns_bf16 = low(x.bfloat16()).float(), output_conv(low, x.bfloat16()).float()
+        assert columns_bf16.dtype == torch.float32 and columns_bf16.shape == plain.shape
+        # bf16: as far from fp32 as the plain bf16 convolution is, within a few bf16 steps
+        scale = float(plain.abs().max())
+        assert float((columns_bf16 - plain).abs().max()) < 4 * max(float((plain_bf16 - plain).abs().max()), 1e-2 * scale)
+    with torch.enable_grad():  # training takes the plain convolution (and its gradient)
+        y = output_conv(conv, x.requires_grad_())
+        y.sum().backward()
+        assert x.grad is not None and torch.allclose(y, plain, atol=1e-5)
 
 
 def test_fill_droplets_fills_the_hole_from_around_it_and_leaves_the_rest():
