@@ -100,7 +100,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
 
 
 def main(argv=None) -> int:
-    args, base_network = parse_args(argv)
+    args, _ = parse_args(argv)
     from stylebatch import presets as style_presets
     from stylebatch.train_style import export_checkpoint, train_style_network
 
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         if not content_images:
             sys.exit(f"--holdout: no photos under {datasets.SHARED_DATA}")
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "network"},
-                         network={**base_network, **{f.name: getattr(args, f.name) for f in fields(NetworkConfig)}})
+                         network={f.name: getattr(args, f.name) for f in fields(NetworkConfig)})
     try:
         train_style_network(wanted, args.out, content=args.content, content_images=content_images, config=config,
                             resume=args.resume, init_from=args.init_from, device=args.device,
