@@ -41,12 +41,12 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[dict, dict]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from stylebatch import storage
     from stylebatch.cli import _print_summary, _user_errors
-    from stylebatch.lease import LeaseHeld
-    from stylebatch.lognoise import ray_noise_filtered
-    from stylebatch.progress import ProgressDisplay
+    from stylebatch.io import storage
+    from stylebatch.io.lease import LeaseHeld
     from stylebatch.nightly import run_nightly
+    from stylebatch.pipeline.lognoise import ray_noise_filtered
+    from stylebatch.pipeline.progress import ProgressDisplay
 
     where, options = parse_args(argv)
     address = os.environ.get("RAY_ADDRESS", "")

@@ -17,8 +17,7 @@ import sys
 from dataclasses import asdict, fields
 
 from stylebatch.models.network import STORAGE, NetworkConfig
-from stylebatch.models.network_training import TrainConfig
-
+from stylebatch.training.network_trainer import TrainConfig
 
 HOLDOUT_LABEL = ("../shared/data/photos minus the evaluation's held-out photos, plus Debian mate-backgrounds' "
                  "nature photos when installed (--holdout)")
@@ -69,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_recipe(uri: str) -> TrainConfig:
     """The training settings recorded in a network's ``<out>.json``."""
-    from stylebatch import storage
+    from stylebatch.io import storage
 
     where = f"--recipe {storage.redact(uri)}"
     try:
@@ -101,8 +100,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
 
 def main(argv=None) -> int:
     args, _ = parse_args(argv)
-    from stylebatch import presets as style_presets
-    from stylebatch.train_style import export_checkpoint, train_style_network
+    from stylebatch.styles import presets as style_presets
+    from stylebatch.training.house_style import export_checkpoint, train_style_network
 
     if args.export_checkpoint:
         made = export_checkpoint(args.out, content=args.note or (HOLDOUT_LABEL if args.holdout else args.content),
@@ -122,8 +121,8 @@ def main(argv=None) -> int:
         sys.exit("nothing to train: give --style NAME=URI or --presets")
     content_images = None
     if args.holdout:
-        from jobs import datasets
-        from stylebatch import images
+        from stylebatch.io import images
+        from tools import datasets
 
         content_images = [images.decode_image(p.read_bytes()) for p in datasets.training_content()]
         if not content_images:

@@ -14,12 +14,12 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "JobConfig": ("stylebatch.config", "JobConfig"),
-    "RunSummary": ("stylebatch.pipeline", "RunSummary"),
-    "restyle": ("stylebatch.pipeline", "restyle"),
-    "build_plan": ("stylebatch.pipeline", "build_plan"),
+    "RunSummary": ("stylebatch.pipeline.driver", "RunSummary"),
+    "restyle": ("stylebatch.pipeline.driver", "restyle"),
+    "build_plan": ("stylebatch.pipeline.plan", "build_plan"),
     "stylize_one": ("stylebatch.single", "stylize_one"),
-    "resolve_style": ("stylebatch.styles", "resolve_style"),
-    "build_manifest": ("stylebatch.manifest", "build_manifest"),
+    "resolve_style": ("stylebatch.styles.catalog", "resolve_style"),
+    "build_manifest": ("stylebatch.io.manifest", "build_manifest"),
 }
 
 __all__ = sorted(_LAZY)

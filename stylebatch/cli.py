@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from .config import option
-from .images import OUTPUT_FORMATS
+from stylebatch.config import option
+from stylebatch.io.images import OUTPUT_FORMATS
 
 app = typer.Typer(help="Catalog-scale image restyling on Ray Data.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -25,18 +25,18 @@ DECODER_WEIGHTS_HELP = option("decoder_weights").help
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from .storage import redact
+    from stylebatch.io.storage import redact
 
     typer.secho(f"error: {redact(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
 def _user_errors():
-    from .images import ImageDecodeError
-    from .manifest import ManifestError
-    from .models import WeightsError
-    from .storage import StorageError
-    from .styles import StyleError
+    from stylebatch.io.images import ImageDecodeError
+    from stylebatch.io.manifest import ManifestError
+    from stylebatch.io.storage import StorageError
+    from stylebatch.models import WeightsError
+    from stylebatch.styles.catalog import StyleError
 
     return (ManifestError, StyleError, StorageError, WeightsError, ImageDecodeError, ValueError)
 
@@ -56,13 +56,14 @@ def _print_summary(summary) -> None:
 def _run_job(cfg, dry_run: bool) -> None:
     """Exit codes: 0 every row ok or skipped, 1 some rows failed, 2 bad input (nothing ran), 3 another
     run is writing to the same output (nothing ran; --wait waits for it, --force breaks its lease)."""
-    from . import pipeline, results
-    from .lease import LeaseHeld, output_lease
-    from .plan import build_plan, plan_summary, precheck
+    from stylebatch.io import results
+    from stylebatch.io.lease import LeaseHeld, output_lease
+    from stylebatch.pipeline import driver
+    from stylebatch.pipeline.plan import plan_summary, precheck
 
     if dry_run:
         try:
-            plan = build_plan(cfg, train_styles=False)
+            plan = driver.plan_job(cfg, train=False)
         except _user_errors() as exc:
             _fail(str(exc))
         typer.echo(plan_summary(plan, cfg))
@@ -76,16 +77,16 @@ def _run_job(cfg, dry_run: bool) -> None:
         # Taken before planning: the plan must see everything the previous run finished.
         with output_lease(cfg.output, cfg.run_id, wait=cfg.wait, force=cfg.force, on_wait=_print_waiting) as lease:
             try:
-                plan = build_plan(cfg, checked=checked)
+                plan = driver.plan_job(cfg, checked=checked)
             except _user_errors() as exc:
                 _fail(str(exc))
             _print_plan(plan, cfg)
-            from .lognoise import ray_noise_filtered
-            from .progress import ProgressDisplay
+            from stylebatch.pipeline.lognoise import ray_noise_filtered
+            from stylebatch.pipeline.progress import ProgressDisplay
 
             display = ProgressDisplay()  # before the filter: it asks whether stderr is a terminal
             with ray_noise_filtered():
-                summary = pipeline.restyle(cfg, plan=plan, progress=display, lease=lease)
+                summary = driver.restyle(cfg, plan=plan, progress=display, lease=lease)
     except LeaseHeld as exc:
         _fail(str(exc), code=3)
     except _user_errors() as exc:  # the store refused the lease object itself (e.g. access denied)
@@ -107,7 +108,7 @@ def _print_waiting(holder) -> None:
 
 
 def _print_plan(plan, cfg) -> None:
-    from .plan import invalid_examples
+    from stylebatch.pipeline.plan import invalid_examples
 
     c = plan.counts
     typer.echo(f"restyling {c['rows']} rows ({c['fast']} fast, {c['premium']} premium"
@@ -121,11 +122,11 @@ def _print_plan(plan, cfg) -> None:
 
 def submit(manifest: str, dry_run: bool, address: Optional[str], **options):
     """Restyle every image in MANIFEST and write outputs, per-row results and run metrics."""
-    from .config import JobConfig, config_values
+    from stylebatch.config import JobConfig, config_values
 
     cfg = JobConfig(manifest=manifest, **config_values(options))
     if address and address.startswith(("http://", "https://")) and not dry_run:
-        from .cluster import submit_job
+        from stylebatch.cluster import submit_job
 
         code = submit_job(address, cfg)
         raise typer.Exit(code)
@@ -136,7 +137,7 @@ def submit(manifest: str, dry_run: bool, address: Optional[str], **options):
 def _submit_signature() -> inspect.Signature:
     """submit's own arguments, then every job option from ``config.JOB_OPTIONS`` (the one table
     that ``jobs.nightly`` and the cluster entrypoint are built from too)."""
-    from .config import typer_parameters
+    from stylebatch.config import typer_parameters
 
     own = [
         inspect.Parameter("manifest", inspect.Parameter.KEYWORD_ONLY, annotation=str,
@@ -161,8 +162,8 @@ def demo(
     style: str = typer.Option("cyberpunk", help="built-in style to apply"),
 ):
     """Run the main job on an embedded default: scikit-image's bundled photos, a built-in style, local Ray."""
-    from .demo import prepare_demo
-    from .config import JobConfig
+    from stylebatch.config import JobConfig
+    from stylebatch.demo import prepare_demo
 
     root = Path(output)
     manifest_path = prepare_demo(root)
@@ -176,7 +177,7 @@ def demo(
 def manifest_build(src: str = typer.Argument(..., help="local folder or s3://bucket/prefix"),
                    out: str = typer.Option("manifest.parquet", "-o", "--output", help="where to write the manifest")):
     """Make a manifest (image_id, uri) from every image file under SRC."""
-    from .manifest import build_manifest
+    from stylebatch.io.manifest import build_manifest
 
     try:
         n = build_manifest(src, out)
@@ -188,7 +189,7 @@ def manifest_build(src: str = typer.Argument(..., help="local folder or s3://buc
 @styles_app.command("list")
 def styles_list(style_catalog: Optional[str] = typer.Option(None, help="also list this catalog's styles")):
     """List the built-in presets (and catalog styles)."""
-    from .styles import StyleCatalog, list_styles
+    from stylebatch.styles.catalog import StyleCatalog, list_styles
 
     try:
         catalog = StyleCatalog.load(style_catalog) if style_catalog else None
@@ -203,8 +204,8 @@ def styles_list(style_catalog: Optional[str] = typer.Option(None, help="also lis
 @styles_app.command("show")
 def styles_show(name: str, out: str = typer.Option(None, "-o", "--output", help="PNG path (default NAME.png)")):
     """Write a style's reference image to a PNG so you can look at it."""
-    from . import images, storage
-    from .styles import resolve_style
+    from stylebatch.io import images, storage
+    from stylebatch.styles.catalog import resolve_style
 
     try:
         style = resolve_style(name)
@@ -230,8 +231,8 @@ def styles_train(
     precision: str = typer.Option("auto"),
 ):
     """Train a feed-forward network for one style image; use it with a catalog entry's `network:`."""
-    from .models.network_training import TrainConfig
-    from .train_style import train_style_network
+    from stylebatch.training.house_style import train_style_network
+    from stylebatch.training.network_trainer import TrainConfig
 
     try:
         train_style_network({name: image}, out, content=content, config=TrainConfig(steps=steps), resume=resume,
@@ -260,7 +261,7 @@ def stylize(
     decoder_weights: Optional[str] = typer.Option(None, help=DECODER_WEIGHTS_HELP),
 ):
     """Stylize one image (no Ray): for trying a style."""
-    from .single import stylize_one
+    from stylebatch.single import stylize_one
 
     try:
         info = stylize_one(content, out, style=style, style_catalog=style_catalog, alpha=alpha,
@@ -280,9 +281,9 @@ def report(run: str = typer.Argument("latest", help="run id, 'latest', or a run 
                                      "the run has more ok rows)")):
     """Summary table of a run's results, a contact sheet of a sample of its outputs and report.html
     (counts, timings, styles, errors, source/output pairs) in the run's folder."""
-    from . import report as run_report
-    from . import results
-    from .storage import redact
+    from stylebatch.io import results
+    from stylebatch.io.storage import redact
+    from stylebatch.reports import report as run_report
 
     if "/_runs/" in run:
         output, run = run.rstrip("/").rsplit("/_runs/", 1)

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import storage
+from stylebatch.io import storage
 
 # Never shipped to the cluster: environments, checkouts, training runs, local outputs.
 _EXCLUDES = [".venv", ".git", ".train", ".eval", ".eval_cache", "stylebatch-output", "stylebatch-demo", "**/__pycache__", ".pytest_cache"]
@@ -20,7 +20,7 @@ def project_root() -> Path:
 def entrypoint_for(cfg) -> str:
     """``python -m jobs.restyle ...``: the same options as ``stylebatch submit`` (both come from
     ``config.JOB_OPTIONS``), run on the cluster."""
-    from .config import command_line
+    from stylebatch.config import command_line
 
     args = [cfg.manifest, *command_line(cfg)]
     return "python -m jobs.restyle " + " ".join(shlex.quote(a) for a in args)

@@ -19,8 +19,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import images, storage
-from .models import registry
+from stylebatch.io import images, storage
+from stylebatch.models import registry
 
 GPU_MODES = ("auto", "always", "never")
 
@@ -60,12 +60,12 @@ class JobConfig:
     style_network: Optional[str] = None  # a network file for --style-image (set by --train-style)
 
     def model_options(self) -> registry.ModelOptions:
-        from . import styles
+        from stylebatch.styles import catalog
 
         return registry.ModelOptions(device=self.device, precision=self.precision,
                                      encoder_weights=self.encoder_weights, decoder_weights=self.decoder_weights,
                                      premium_iterations=self.premium_iterations, max_batch=self.batch_size,
-                                     read_bytes=styles.read_network)
+                                     read_bytes=catalog.read_network)
 
     def validate(self) -> None:
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
@@ -144,7 +144,7 @@ JOB_OPTIONS: tuple[JobOption, ...] = (
               choices=GPU_MODES),
     JobOption("max_actors", "upper bound on model actors per pool"),
     JobOption("encoder_weights", "pytorch-AdaIN vgg_normalised.pth (with its --decoder-weights)"),
-    JobOption("decoder_weights", "a decoder exported by jobs.train_decoder, or pytorch-AdaIN "
+    JobOption("decoder_weights", "a decoder exported by tools.train_decoder, or pytorch-AdaIN "
               "decoder.pth (with --encoder-weights)"),
     JobOption("run_id", "name of this run (default: timestamp)"),
     JobOption("wait", "if another run is writing to the same output, wait for it to finish"),

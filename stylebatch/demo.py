@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import images, manifest, storage
+from stylebatch.io import images, manifest, storage
 
 # Public-domain / CC0 photos that scikit-image ships (see skimage.data's docstrings).
 DEMO_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")

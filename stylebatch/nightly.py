@@ -17,12 +17,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import results, storage
-from .manifest import build_manifest
-from .config import JobConfig
-from .lease import output_lease
-from .pipeline import ProgressFn, RunSummary, restyle
-from .plan import build_plan
+from stylebatch.config import JobConfig
+from stylebatch.io import results, storage
+from stylebatch.io.lease import output_lease
+from stylebatch.io.manifest import build_manifest
+from stylebatch.pipeline.driver import ProgressFn, RunSummary, plan_job, restyle
 
 NIGHTLY_DIR = "_nightly"
 LAST_SUCCESS_NAME = "last_success.json"
@@ -84,7 +83,7 @@ def run_nightly(*, output: str, source: Optional[str] = None, manifest: Optional
     with output_lease(output, run_id, wait=cfg.wait, force=cfg.force) as lease:
         if source is not None:
             build_manifest(source, built_uri)
-        plan = build_plan(cfg)
+        plan = plan_job(cfg)
         previous = read_last_success(output)
         summary = restyle(cfg, plan=plan, progress=progress, lease=lease)
         written = _write_last_success(summary, cfg.manifest, source, previous) if summary.failed == 0 else None

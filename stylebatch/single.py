@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from . import images, storage, styles
+from stylebatch.io import images, storage
+from stylebatch.styles import catalog
 
 
 def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", style_catalog: Optional[str] = None,
@@ -14,10 +15,10 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
                 decoder_weights: Optional[str] = None, jpeg_quality: int = 92) -> dict:
     """Stylize ``content_uri`` with a preset, catalog style or style image and write ``out_uri``
     (format from its extension). Returns what was done, with timings."""
-    from .models import registry
+    from stylebatch.models import registry
 
-    catalog = styles.StyleCatalog.load(style_catalog) if style_catalog else None
-    resolved = styles.resolve_style(style, catalog=catalog)
+    user_catalog = catalog.StyleCatalog.load(style_catalog) if style_catalog else None
+    resolved = catalog.resolve_style(style, catalog=user_catalog)
     alpha = resolved.alpha if alpha is None else alpha
     preserve_color = resolved.preserve_color if preserve_color is None else preserve_color
     quality = quality or resolved.quality
@@ -28,7 +29,7 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
     t1 = time.perf_counter()
     options = registry.ModelOptions(device=device, precision=precision, encoder_weights=encoder_weights,
                                     decoder_weights=decoder_weights, premium_iterations=iterations,
-                                    read_bytes=styles.read_network)
+                                    read_bytes=catalog.read_network)
     registry.check(options, [kind.name])
     out = registry.build(kind.name, options).stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
     t2 = time.perf_counter()

@@ -279,12 +279,12 @@ def s3_reader_env(s3_server, monkeypatch):
 @pytest.fixture
 def shipped_decoder() -> Path:
     """The decoder shipped in the package; tests of its behaviour skip, with the reason, where a
-    checkout lacks it (it is exported by jobs.train_decoder, not built)."""
+    checkout lacks it (it is exported by tools.train_decoder, not built)."""
     from stylebatch.models.adain import default_decoder_path
 
     path = Path(default_decoder_path())
     if not path.exists():
-        pytest.skip(f"no shipped decoder at {path} (jobs.train_decoder --export)")
+        pytest.skip(f"no shipped decoder at {path} (tools.train_decoder --export)")
     return path
 
 

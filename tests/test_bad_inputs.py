@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stylebatch import results
+from stylebatch.io import results
 from tests.corpus import BOMB_SIDE, make_bad_input_corpus
 from tests.helpers import photo, run_cli, write_manifest
 

@@ -1,9 +1,9 @@
-"""jobs.benchmark's steady-state rate, from the progress reports restyle makes."""
+"""tools.benchmark's steady-state rate, from the progress reports restyle makes."""
 from __future__ import annotations
 
 import pytest
 
-from jobs.benchmark import steady_rate
+from tools.benchmark import steady_rate
 
 
 def test_steady_rate_leaves_out_the_start_up_and_the_drain():

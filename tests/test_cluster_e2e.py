@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylebatch import results
+from stylebatch.io import results
 from tests.helpers import run_cli, write_manifest, write_photo
 
 pytestmark = pytest.mark.ray

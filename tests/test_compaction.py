@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from stylebatch import results, storage
+from stylebatch.io import results, storage
 
 
 def _write_parts(out: str, run: str, batches: int, per: int = 8) -> set[str]:

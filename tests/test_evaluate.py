@@ -1,4 +1,4 @@
-"""jobs.evaluate on synthetic held-out sets: scores, summary, contact sheet, decoder choice."""
+"""tools.evaluate on synthetic held-out sets: scores, summary, contact sheet, decoder choice."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs import datasets, evaluate
-from stylebatch import report as run_report
+from tools import datasets, evaluate
+from stylebatch.reports import report as run_report
 from tests.helpers import photo, write_photo
 
 CONTENTS = datasets.HOLDOUT_PHOTOS[:2]
@@ -221,11 +221,11 @@ def test_no_held_out_images_is_a_clear_error(tmp_path, monkeypatch):
 def test_paintings_set_scores_a_house_style_network_per_painting(holdout, tmp_path):
     """--set paintings --network FOLDER: a painting with FOLDER/<stem>.pt is run by that network (any
     one-style network file); a painting without one is a clear error naming the file it looked for."""
-    from stylebatch import styles
+    from stylebatch.styles import catalog
 
     nets = tmp_path / "nets"
     nets.mkdir()
-    shutil.copy(styles.network_location(styles.preset_network_ref("ink")), nets / f"{Path(STYLES[0]).stem}.pt")
+    shutil.copy(catalog.network_location(catalog.preset_network_ref("ink")), nets / f"{Path(STYLES[0]).stem}.pt")
     args = ["--set", "paintings", "--methods", "baseline,network", "--size", "48", "--precision", "fp32",
             "--threads", "1", "--network", str(nets)]
     report = evaluate.main(args + ["--styles", STYLES[0], "--out", str(tmp_path / "a")])

@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from stylebatch import images, results, storage
+from stylebatch.io import images, results, storage
 from stylebatch.config import JobConfig
-from stylebatch.pipeline import restyle
+from stylebatch.pipeline.driver import restyle
 from tests.helpers import ROOT, photo, write_manifest, write_photo
 
 pytestmark = pytest.mark.ray

@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from stylebatch import storage
-from stylebatch.images import (
-    DEFAULT_MAX_PIXELS,
-    OUTPUT_FORMATS,
-    format_for_filename,
-    output_format,
-    IMAGE_EXTENSIONS,
-    ImageDecodeError,
-    decode_image,
-    encode_image,
-    image_size_from_header,
-    resize_to_max,
+from stylebatch.io import storage
+from stylebatch.io.images import (
+    DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, format_for_filename, output_format, IMAGE_EXTENSIONS,
+    ImageDecodeError, decode_image, encode_image, image_size_from_header, resize_to_max,
 )
 
 from corpus import BLUE, GREEN, RED, WHITE, Case, make_bad_input_corpus, make_bomb_png

@@ -1,4 +1,4 @@
-"""The output lease (stylebatch.lease) and the conditional storage primitives under it, on local
+"""The output lease (stylebatch.io.lease) and the conditional storage primitives under it, on local
 disk and on SeaweedFS (TestS3*: the s3 tier, set automatically by the s3_server fixture).
 
 Races are run both between threads (many at once, several rounds) and between processes started
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from stylebatch import lease, storage
-from stylebatch.lease import LeaseHeld, LeaseInfo, LeaseUnreadable
+from stylebatch.io import lease, storage
+from stylebatch.io.lease import LeaseHeld, LeaseInfo, LeaseUnreadable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # killed ("hold") or until stdin closes ("race").
 _WORKER = r"""
 import json, os, sys, time
-from stylebatch import lease
+from stylebatch.io import lease
 out, run_id, mode, start_at, ttl = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 delay = start_at - time.time()
 if delay > 0:

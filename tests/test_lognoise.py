@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from stylebatch.lognoise import LineFilter, is_noise
+from stylebatch.pipeline.lognoise import LineFilter, is_noise
 
 # As a Ray 2.60 driver prints it (text from _raylet.so; the actor ID varies per run).
 RAY_LINE = (b"[2026-11-30 17:02:11,123 E 4242 4242] core_worker.cc:2917: Actor with class name: "
@@ -59,7 +59,7 @@ def test_filter_passes_progress_redraws_at_once_and_keeps_real_errors():
 def test_context_manager_filters_fd2_of_the_process_and_its_children(tmp_path):
     script = textwrap.dedent("""
         import os, subprocess, sys
-        from stylebatch.lognoise import ray_noise_filtered
+        from stylebatch.pipeline.lognoise import ray_noise_filtered
         line = os.environ["RAY_LINE"].encode()
         child = "import os, sys; os.write(2, os.environ['RAY_LINE'].encode()); print('child ok', file=sys.stderr)"
         with ray_noise_filtered():

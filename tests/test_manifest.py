@@ -9,15 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stylebatch import storage
-from stylebatch.images import encode_image
-from stylebatch.manifest import (
-    ManifestError,
-    build_manifest,
-    image_id_for,
-    read_manifest,
-    validate_manifest,
-)
+from stylebatch.io import storage
+from stylebatch.io.images import encode_image
+from stylebatch.io.manifest import ManifestError, build_manifest, image_id_for, read_manifest, validate_manifest
 
 STYLES = ["mosaic", "candy", "udnie"]
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from stylebatch import images
+from stylebatch.io import images
 from stylebatch.models import AdaINStylizer, StyleSpec, WeightsError, load_decoder, load_vgg19
 from stylebatch.models.adain import AdaINDecoder, adain
 from stylebatch.models.losses import mean_std
@@ -282,7 +282,7 @@ def test_preserve_color_keeps_the_content_chroma(stylizer):
 
 
 def test_our_decoder_alone_pairs_with_the_builtin_encoder(stylizer, synthetic_decoder_file):
-    """A decoder exported by jobs.train_decoder was trained against the built-in VGG19: it needs no
+    """A decoder exported by tools.train_decoder was trained against the built-in VGG19: it needs no
     --encoder-weights, and gives exactly what naming that encoder explicitly gives."""
     alone = AdaINStylizer(decoder_weights=synthetic_decoder_file, precision="fp32")
     content, style_img = photo(40, 56, seed=71), painting(48, 48, seed=72)
@@ -543,7 +543,7 @@ def test_grayscale_rgba_cmyk_and_16_bit_inputs_stylize(stylizer):
 
 
 # ---------------------------------------------------------------------------------------------
-# jobs.train_decoder: exact resume and export
+# tools.train_decoder: exact resume and export
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -561,8 +561,8 @@ def training_data(tmp_path_factory) -> Path:
 # The job reads STYLEBATCH_SHARED_DATA at import time, hence a subprocess; the machine's own
 # Debian wallpapers (an extra content source) are switched off so the run only sees our images.
 _TRAIN_SCRIPT = (
-    "import sys; from pathlib import Path; import jobs.datasets as d; "
-    "d.DEBIAN_NATURE = Path(sys.argv[1]); from jobs.train_decoder import main; main(sys.argv[2:])"
+    "import sys; from pathlib import Path; import tools.datasets as d; "
+    "d.DEBIAN_NATURE = Path(sys.argv[1]); from tools.train_decoder import main; main(sys.argv[2:])"
 )
 
 
@@ -602,7 +602,7 @@ def test_train_decoder_resume_is_exact_and_export_loads(tmp_path, training_data)
             assert torch.equal(sa[k], sb[k]), k
     assert torch.equal(a["torch_rng"], b["torch_rng"]) and a["py_rng"] == b["py_rng"]
 
-    from jobs.train_decoder import main as train_main
+    from tools.train_decoder import main as train_main
 
     exported = tmp_path / "exported" / "decoder.pt"
     train_main(["--out", str(split), "--export", str(exported)])
@@ -648,7 +648,7 @@ def test_train_decoder_init_from_an_exported_decoder_file(tmp_path, training_dat
     parent, child = tmp_path / "parent", tmp_path / "child"
     _train(training_data, parent)
     exported = tmp_path / "exported.pt"
-    from jobs.train_decoder import main as train_main
+    from tools.train_decoder import main as train_main
     train_main(["--out", str(parent), "--export", str(exported)])
     out = _train(training_data, child, "--init-from", str(exported), "--schedule", "32:1", "--lr", "0")
     assert "initialised from" in out and "(step 4)" in out

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from stylebatch import presets, styles
+from stylebatch.styles import presets, catalog
 from stylebatch.models import registry, runtime
 from stylebatch.models.checkpoints import WeightsError
-from stylebatch.models.network import (NetworkConfig, NetworkStylizer, StyleNetwork, fill_droplets, load_network,
-                                       network_record, save_network)
-from stylebatch.models.network_training import PHOTO_TERMS, NetworkTrainer, TrainConfig
+from stylebatch.models.network import (
+    NetworkConfig, NetworkStylizer, StyleNetwork, fill_droplets, load_network, network_record,
+    save_network,
+)
+from stylebatch.training.network_trainer import PHOTO_TERMS, NetworkTrainer, TrainConfig
 from tests.helpers import photo
 
 TINY = {"channels": 8, "residual_blocks": 1}
@@ -236,7 +238,7 @@ def test_truncated_and_empty_network_files(tmp_path):
 # -- the stylizer ------------------------------------------------------------------------------
 
 def _style(path, name="a"):
-    return styles.with_network(styles.resolve_style("ink"), str(path), name)
+    return catalog.with_network(catalog.resolve_style("ink"), str(path), name)
 
 
 def test_stylizer_keeps_sizes_and_styles_differ(tmp_path):
@@ -293,7 +295,7 @@ def test_network_reads_through_the_given_reader(tmp_path):
         return data
 
     model = NetworkStylizer(device="cpu", precision="fp32", read_bytes=read)
-    style = styles.with_network(styles.resolve_style("ink"), "s3://bucket/n.pt", "b")
+    style = catalog.with_network(catalog.resolve_style("ink"), "s3://bucket/n.pt", "b")
     model.stylize([photo(20, 20, 1)], style)
     model.stylize([photo(20, 20, 2)], style)
     assert seen == ["s3://bucket/n.pt"]  # loaded once per actor
@@ -304,7 +306,7 @@ def test_network_reads_through_the_given_reader(tmp_path):
 def _straight_and_resumed(tmp_path: Path, config: TrainConfig) -> tuple[dict, dict, dict]:
     """Train ``config`` straight (straight.pt) and as 2 steps + resume (resumed.pt); assert both files
     hold the same weights. Returns the training kwargs and the two files' records."""
-    from stylebatch.train_style import train_style_network
+    from stylebatch.training.house_style import train_style_network
 
     content = [photo(60, 80, s) for s in range(3)]
     kwargs = dict(content_images=content, device="cpu", precision="fp32", checkpoint_every=1, progress=None)
@@ -319,7 +321,7 @@ def _straight_and_resumed(tmp_path: Path, config: TrainConfig) -> tuple[dict, di
 
 
 def test_training_resumes_exactly(tmp_path):
-    from stylebatch.train_style import train_style_network
+    from stylebatch.training.house_style import train_style_network
 
     kwargs, a, b = _straight_and_resumed(tmp_path, TINY_TRAIN)
     assert a["styles"] == b["styles"] == ["ink"]
@@ -333,7 +335,7 @@ def test_training_resumes_exactly(tmp_path):
 def test_resume_with_other_settings_is_refused_by_name_and_keeps_the_checkpoint(tmp_path):
     """A resumed run keeps its checkpoint's settings; asking for others is an error naming each one
     (not silently ignored), and the checkpoint is untouched. More steps are allowed."""
-    from stylebatch.train_style import ResumeError, train_style_network
+    from stylebatch.training.house_style import ResumeError, train_style_network
 
     kwargs = dict(content_images=[photo(60, 80, 0)], device="cpu", precision="fp32", checkpoint_every=1,
                   progress=None)
@@ -352,7 +354,7 @@ def test_with_ema_decay_the_file_holds_the_averaged_weights_and_resume_stays_exa
     """ema_decay: the exported file holds a moving average of the training weights (between where
     training started and its last step), the checkpoint keeps both, and a resumed run exports the
     same file as a straight one."""
-    from stylebatch.train_style import checkpoint_uri
+    from stylebatch.training.house_style import checkpoint_uri
 
     kwargs, a, _ = _straight_and_resumed(tmp_path, replace(TINY_TRAIN, ema_decay=0.6, lr=1e-2))
     ckpt = torch.load(checkpoint_uri(str(tmp_path / "straight.pt")), weights_only=True)
@@ -485,7 +487,7 @@ def test_a_luma_skip_changes_brightness_only_and_needs_skip(tmp_path):
 
 
 def test_structure_term_ignores_colour_and_contrast_but_not_moved_outlines():
-    from stylebatch.models.network_training import coarse_structure
+    from stylebatch.training.network_trainer import coarse_structure
 
     x = torch.from_numpy(photo(96, 128, 3)).permute(2, 0, 1)[None].float() / 255
 
@@ -588,7 +590,7 @@ def test_a_palette_network_starts_from_its_style_colours_and_keeps_them_in_its_f
     style_img[::4] = (200, 30, 220)                      # some spread: a covariance to match
     trainer = NetworkTrainer({"a": style_img}, [photo(60, 80, 0)],
                              replace(TINY_TRAIN, network={**TINY, "palette": True}), device="cpu", precision="fp32")
-    from stylebatch.models.network_training import resize_longer
+    from stylebatch.training.network_trainer import resize_longer
     want = runtime.color_stats([resize_longer(style_img, TINY_TRAIN.style_side).permute(1, 2, 0).numpy()])[0]
     assert torch.allclose(trainer.net.palette_mean[0], want)
     save_network(trainer.net, ["a"], str(tmp_path / "p.pt"), storage="int8")
@@ -688,7 +690,7 @@ def test_a_palette_network_stylizes_a_one_pixel_image():
 
 
 def test_learning_rate_warms_up_then_decays_to_its_final_value():
-    from stylebatch.models.network_training import learning_rate
+    from stylebatch.training.network_trainer import learning_rate
 
     constant = TrainConfig(steps=100, lr=2e-3, warmup_steps=10, lr_final=None)
     assert learning_rate(constant, 0) == pytest.approx(2e-4)
@@ -741,7 +743,7 @@ class _Invert:
 def test_a_new_model_kind_plugs_in_without_touching_the_pipeline(tmp_path, monkeypatch):
     """A kind registered first for 'fast' runs in the one-image command and in the pipeline's actor."""
     from stylebatch import single
-    from stylebatch.stages import StylizeStage
+    from stylebatch.pipeline.stages import StylizeStage
 
     kind = registry.ModelKind("invert", "fast", lambda style: True, lambda opts: _Invert(), lambda opts: None)
     monkeypatch.setattr(registry, "MODEL_KINDS", (kind, *registry.MODEL_KINDS))
@@ -755,7 +757,7 @@ def test_a_new_model_kind_plugs_in_without_touching_the_pipeline(tmp_path, monke
     assert info["model"] == "invert"
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), 255 - img)
 
-    stage = StylizeStage(model_kind="invert", options=registry.ModelOptions(), styles={"ink": styles.resolve_style("ink")})
+    stage = StylizeStage(model_kind="invert", options=registry.ModelOptions(), styles={"ink": catalog.resolve_style("ink")})
     batch = {"image_id": np.array(["a"], object), "uri": np.array(["/a.png"], object),
              "output_uri": np.array(["/o/a.png"], object), "style": np.array(["ink"], object),
              "alpha": np.array([1.0]), "preserve_color": np.array([False]), "status": np.array(["pending"], object),
@@ -765,8 +767,8 @@ def test_a_new_model_kind_plugs_in_without_touching_the_pipeline(tmp_path, monke
 
 def test_kind_for_prefers_a_network_and_blends_fall_back_to_adain(tmp_path):
     path = tiny_network_file(tmp_path / "n.pt")
-    with_net = styles.with_network(styles.resolve_style("ink"), str(path), "a")
-    blend = styles.StyleCatalog.from_dict({"styles": {"mix": {"images": ["ink", "pop"]}}}).resolve("mix")
+    with_net = catalog.with_network(catalog.resolve_style("ink"), str(path), "a")
+    blend = catalog.StyleCatalog.from_dict({"styles": {"mix": {"images": ["ink", "pop"]}}}).resolve("mix")
     assert registry.kind_for("fast", with_net).name == "network"
     assert registry.kind_for("fast", blend).name == "adain"
     assert blend.network is None
@@ -780,17 +782,17 @@ def test_catalog_entry_names_a_network(tmp_path):
     path = tiny_network_file(tmp_path / "brand.pt", styles_=("brand",))
     cat = tmp_path / "styles.yaml"
     cat.write_text("styles:\n  brand: {image: ink, network: brand.pt}\n")
-    style = styles.StyleCatalog.load(str(cat)).resolve("brand")
+    style = catalog.StyleCatalog.load(str(cat)).resolve("brand")
     assert style.network == str(path)
     out = NetworkStylizer(device="cpu", precision="fp32").stylize([photo(20, 20, 1)], style)[0]
     assert out.shape == (20, 20, 3)
-    with pytest.raises(styles.StyleError, match="needs a single 'image'"):
-        styles.StyleCatalog.from_dict({"styles": {"x": {"images": ["ink", "pop"], "network": "n.pt"}}})
+    with pytest.raises(catalog.StyleError, match="needs a single 'image'"):
+        catalog.StyleCatalog.from_dict({"styles": {"x": {"images": ["ink", "pop"], "network": "n.pt"}}})
 
 
 def test_plan_refuses_a_bad_network_before_any_work(tmp_path):
     from stylebatch.config import JobConfig
-    from stylebatch.plan import build_plan
+    from stylebatch.pipeline.plan import build_plan
     from tests.helpers import write_manifest, write_photo
 
     src = write_photo(tmp_path / "a.jpg", 20, 20, 1)
@@ -816,7 +818,7 @@ def test_adain_outputs_have_no_frame(shipped_decoder, preset):
 
     img = stationary(192, 256)
     assert frame_gap(img) < 1.5
-    out = AdaINStylizer(device="cpu", precision="bf16").stylize([img], styles.resolve_style(preset))[0]
+    out = AdaINStylizer(device="cpu", precision="bf16").stylize([img], catalog.resolve_style(preset))[0]
     assert frame_gap(out) < 3.5, frame_gap(out)
 
 
@@ -824,7 +826,7 @@ def test_adain_outputs_have_no_frame(shipped_decoder, preset):
 
 @pytest.fixture(scope="module")
 def shipped_networks() -> str:
-    folder = os.path.join(styles.WEIGHTS_DIR, styles.PRESET_NETWORK_DIR)
+    folder = os.path.join(catalog.WEIGHTS_DIR, catalog.PRESET_NETWORK_DIR)
     if not os.path.isdir(folder):
         pytest.skip(f"no shipped preset networks under {folder} (see models/weights/README.md)")
     return folder
@@ -833,14 +835,14 @@ def shipped_networks() -> str:
 def test_every_preset_ships_its_own_network(shipped_networks):
     total = 0
     for name in presets.preset_names():
-        style = styles.resolve_style(name)
-        assert (style.network, style.network_style) == (styles.preset_network_ref(name), name)
-        path = styles.network_location(style.network)
+        style = catalog.resolve_style(name)
+        assert (style.network, style.network_style) == (catalog.preset_network_ref(name), name)
+        path = catalog.network_location(style.network)
         assert path == os.path.join(shipped_networks, f"{name}.pt")
         assert load_network(path)[1] == [name]
         assert registry.kind_for("fast", style).name == "network"
         total += os.path.getsize(path)
-    assert total + os.path.getsize(styles.base_network_path()) < 25e6
+    assert total + os.path.getsize(catalog.base_network_path()) < 25e6
 
 
 def test_every_shipped_preset_record_is_its_networks_recipe(shipped_networks):
@@ -853,9 +855,9 @@ def test_every_shipped_preset_record_is_its_networks_recipe(shipped_networks):
 
 
 def test_builtin_network_refs_stay_inside_the_shipped_weights():
-    with pytest.raises(styles.StyleError, match="not a shipped weights file"):
-        styles.network_location("builtin:../../secrets.pt")
-    assert styles.network_location("s3://brand/styles/brand.pt") == "s3://brand/styles/brand.pt"
+    with pytest.raises(catalog.StyleError, match="not a shipped weights file"):
+        catalog.network_location("builtin:../../secrets.pt")
+    assert catalog.network_location("s3://brand/styles/brand.pt") == "s3://brand/styles/brand.pt"
 
 
 @pytest.mark.parametrize("preset", ["cyberpunk", "ukiyo", "pop"])
@@ -864,8 +866,8 @@ def test_shipped_network_moves_colours_towards_its_preset(shipped_networks, pres
     from skimage import data
 
     img = np.ascontiguousarray(data.astronaut()[::2, ::2])
-    style = styles.resolve_style(preset)
-    model = NetworkStylizer(device="cpu", precision="fp32", read_bytes=styles.read_network)
+    style = catalog.resolve_style(preset)
+    model = NetworkStylizer(device="cpu", precision="fp32", read_bytes=catalog.read_network)
     out = model.stylize([img], style)[0]
     framed = model.stylize([stationary(192, 256)], style)[0]
     assert frame_gap(framed) < 3.5, frame_gap(framed)
@@ -898,7 +900,7 @@ def test_styles_train_command_writes_a_network_and_resumes(tmp_path):
     assert load_network(str(out))[1] == ["brand"]
     # By default a palette network: from its first steps it paints a photo in the brand image's colours.
     photo = np.asarray(Image.open(tmp_path / "photos" / "p0.jpg").convert("RGB"))
-    style = styles.with_network(styles.resolve_style(str(tmp_path / "brand.png")), str(out))
+    style = catalog.with_network(catalog.resolve_style(str(tmp_path / "brand.png")), str(out))
     painted = NetworkStylizer(device="cpu", precision="fp32").stylize([photo], style)[0]
     brand = presets.preset_image("pop").reshape(-1, 3).mean(0)
     assert (np.abs(painted.reshape(-1, 3).mean(0) - brand).max()
@@ -941,7 +943,7 @@ def test_train_style_trains_once_and_the_next_run_reuses_it(tmp_path):
     folder = next(p for p in out.iterdir() if p.name.startswith("brand-"))
     got = np.asarray(Image.open(folder / "p0.jpg").convert("RGB")).astype(float)
     src = np.asarray(Image.open(tmp_path / "p0.jpg").convert("RGB"))
-    style = styles.with_network(styles.resolve_style(str(tmp_path / "brand.png")), str(cached[0]))
+    style = catalog.with_network(catalog.resolve_style(str(tmp_path / "brand.png")), str(cached[0]))
     want = NetworkStylizer(device="cpu", precision="fp32").stylize([src], style)[0].astype(float)
     from stylebatch.models import AdaINStylizer
 

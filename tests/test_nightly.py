@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from jobs import nightly as nightly_job
-from stylebatch import nightly, results, storage
+from stylebatch import nightly
+from stylebatch.io import results, storage
 
 OPTIONS = dict(style="cyberpunk", max_size=64, batch_size=4, device="cpu")
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stylebatch import images, results
+from stylebatch.io import images, results
 from stylebatch.config import JobConfig
-from stylebatch.pipeline import restyle
+from stylebatch.pipeline.driver import restyle
 from tests.helpers import photo, run_cli, write_manifest, write_photo
 
 pytestmark = pytest.mark.ray
@@ -167,7 +167,7 @@ def test_cli_dry_run_and_exit_codes(tmp_path):
     assert "ok 1" in run.stdout and "error 1" in run.stdout and "missing" in run.stdout
     assert (out / "cyberpunk" / "g.jpg").exists()
     # A clean run prints nothing a user would read as a failure: no ERROR line from Ray's core
-    # worker (ray#57733, filtered by stylebatch.lognoise) and no deprecation warnings.
+    # worker (ray#57733, filtered by stylebatch.pipeline.lognoise) and no deprecation warnings.
     noise = [ln for ln in run.stderr.splitlines() if "core_worker" in ln or "Warning" in ln or " E " in ln[:40]]
     assert not noise, noise
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from stylebatch.config import JobConfig
-from stylebatch.manifest import ManifestError
-from stylebatch.plan import build_plan
-from stylebatch.styles import StyleError
+from stylebatch.io.manifest import ManifestError
+from stylebatch.pipeline.plan import build_plan
+from stylebatch.styles.catalog import StyleError
 from tests.helpers import write_manifest, write_photo
 
 

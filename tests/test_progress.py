@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from stylebatch.progress import ProgressDisplay
+from stylebatch.pipeline.progress import ProgressDisplay
 
 
 class _Clock:

@@ -1,4 +1,4 @@
-"""stylebatch.report: the HTML run report (contents, escaping, sampling, S3, a real headless
+"""stylebatch.reports.report: the HTML run report (contents, escaping, sampling, S3, a real headless
 browser), the contact sheet's header row/column and `stylebatch report`."""
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from stylebatch import report as REP
-from stylebatch import results as R
-from stylebatch import storage
+from stylebatch.reports import report as REP
+from stylebatch.io import results as R
+from stylebatch.io import storage
 from tests.helpers import photo, write_photo
 
 UTC = dt.timezone.utc

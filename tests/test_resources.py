@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stylebatch.resources import size_pools
+from stylebatch.pipeline.resources import size_pools
 
 
 def _fits(s, cpus: float, pools: int) -> float:

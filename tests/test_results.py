@@ -11,25 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from stylebatch import report as REP
-from stylebatch import results as R
-from stylebatch.results import (
-    RESULT_SCHEMA,
-    STATUSES,
-    RunMetrics,
-    coerce_results,
-    completed_index,
-    list_runs,
-    make_run_id,
-    read_metrics,
-    read_results,
-    refresh_index_snapshot,
-    run_dir,
-    write_index_snapshot,
-    write_metrics,
-    write_results_part,
+from stylebatch.reports import report as REP
+from stylebatch.io import results as R
+from stylebatch.io.results import (
+    RESULT_SCHEMA, STATUSES, RunMetrics, coerce_results, completed_index, list_runs, make_run_id,
+    read_metrics, read_results, refresh_index_snapshot, run_dir, write_index_snapshot,
+    write_metrics, write_results_part,
 )
-from stylebatch.report import contact_sheet, report, summarize
+from stylebatch.reports.report import contact_sheet, report, summarize
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 21, 22, 0, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from stylebatch import images, results, storage
+from stylebatch.io import images, results, storage
 from tests.helpers import photo, run_cli
 
 pytestmark = pytest.mark.ray

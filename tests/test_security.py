@@ -16,10 +16,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from stylebatch import results, storage
-from stylebatch.manifest import ManifestError
+from stylebatch.io import results, storage
+from stylebatch.io.manifest import ManifestError
 from stylebatch.config import JobConfig
-from stylebatch.plan import build_plan
+from stylebatch.pipeline.plan import build_plan
 from tests.helpers import run_cli, write_manifest, write_photo
 
 BAD_IDS = ["../../etc/x", "/abs/path", "..%2f..%2fx", "%2e%2e/x", "a/../../b"]

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stylebatch import results, storage
+from stylebatch.io import results, storage
 from stylebatch.config import JobConfig
 from stylebatch.models import registry
-from stylebatch.plan import build_plan
-from stylebatch.stages import StylizeStage, check_batch, fetch_batch, write_batch
+from stylebatch.pipeline.plan import build_plan
+from stylebatch.pipeline.stages import StylizeStage, check_batch, fetch_batch, write_batch
 from tests.helpers import write_manifest, write_photo
 
 

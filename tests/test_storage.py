@@ -13,13 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stylebatch import storage
-from stylebatch.storage import (
-    AccessDeniedError,
-    NotFoundError,
-    ObjectTooLargeError,
-    StorageError,
-    UnsafePathError,
+from stylebatch.io import storage
+from stylebatch.io.storage import (
+    AccessDeniedError, NotFoundError, ObjectTooLargeError, StorageError, UnsafePathError,
     UnsupportedSchemeError,
 )
 
@@ -325,7 +321,7 @@ def test_pickling_for_ray_workers(tmp_path):
 
 def test_import_creates_no_client():
     code = (
-        "import sys, stylebatch.storage as s\n"
+        "import sys, stylebatch.io.storage as s\n"
         "assert 'boto3' not in sys.modules, 'boto3 imported at import time'\n"
         "assert not s.s3._CLIENTS\n"
         "print('ok')\n"

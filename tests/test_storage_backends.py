@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from stylebatch import manifest, results, storage
-from stylebatch.storage import Backend, ObjectInfo, ParsedURI
+from stylebatch.io import manifest, results, storage
+from stylebatch.io.storage import Backend, ObjectInfo, ParsedURI
 
 
 class MemBackend(Backend):

@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylebatch import presets
-from stylebatch.presets import PRESET_DESCRIPTIONS, UnknownPreset, preset_image
-from stylebatch.styles import (
-    ResolvedStyle,
-    StyleCatalog,
-    StyleError,
-    available_styles,
-    list_styles,
-    resolve_style,
-    style_from_image,
-    style_key,
+from stylebatch.styles import presets
+from stylebatch.styles.presets import PRESET_DESCRIPTIONS, UnknownPreset, preset_image
+from stylebatch.styles.catalog import (
+    ResolvedStyle, StyleCatalog, StyleError, available_styles, list_styles, resolve_style,
+    style_from_image, style_key,
 )
 
 PRESETS = presets.preset_names()

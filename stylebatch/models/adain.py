@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import runtime
-from .checkpoints import WeightsError, load_state_dict_file
-from .losses import mean_std
-from .vgg import ADAIN_CONTENT_LAYER, VGG19Encoder, load_vgg19
+from stylebatch.models import runtime
+from stylebatch.models.checkpoints import WeightsError, load_state_dict_file
+from stylebatch.models.losses import mean_std
+from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, VGG19Encoder, load_vgg19
 
 DEFAULT_DECODER_FILE = "adain_decoder_vgg19.pt"
 

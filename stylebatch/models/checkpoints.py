@@ -23,7 +23,7 @@ def load_weights_record(path: str) -> Any:
 
 def read_weights_file(path: str, what: str = "weights file") -> bytes:
     """The bytes of a weights file through storage; a missing one is a WeightsError."""
-    from .. import storage
+    from stylebatch.io import storage
 
     try:
         return storage.read_bytes(path)

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runtime
-from .adain import AdaINStylizer, StyleCache, StyleLike
-from .losses import gram, total_variation
-from .vgg import VGG19Encoder, load_vgg19
+from stylebatch.models import runtime
+from stylebatch.models.adain import AdaINStylizer, StyleCache, StyleLike
+from stylebatch.models.losses import gram, total_variation
+from stylebatch.models.vgg import VGG19Encoder, load_vgg19
 
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

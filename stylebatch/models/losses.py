@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .runtime import luminance
+from stylebatch.models.runtime import luminance
 
 EPS = 1e-5
 

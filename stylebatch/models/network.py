@@ -55,8 +55,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import runtime
-from .checkpoints import WeightsError, load_weights_bytes, load_weights_record, read_weights_file
+from stylebatch.models import runtime
+from stylebatch.models.checkpoints import (
+    WeightsError,
+    load_weights_bytes,
+    load_weights_record,
+    read_weights_file,
+)
 
 FORMAT = "stylebatch-style-network/1"
 
@@ -347,7 +352,7 @@ def network_record(net: StyleNetwork, styles: Sequence[str], *, storage: str = "
 
 
 def save_network(net: StyleNetwork, styles: Sequence[str], path: str, *, storage: str = "fp16") -> None:
-    from .. import storage as _storage
+    from stylebatch.io import storage as _storage
 
     buf = io.BytesIO()
     torch.save(network_record(net, styles, storage=storage), buf)

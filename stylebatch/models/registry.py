@@ -56,27 +56,27 @@ class ModelKind:
 
 
 def _build_adain(opts: ModelOptions) -> Stylizer:
-    from .adain import AdaINStylizer
+    from stylebatch.models.adain import AdaINStylizer
 
     return AdaINStylizer(encoder_weights=opts.encoder_weights, decoder_weights=opts.decoder_weights,
                          device=opts.device, precision=opts.precision, max_batch=opts.max_batch)
 
 
 def _check_adain(opts: ModelOptions) -> None:
-    from .adain import check_adain_weights
+    from stylebatch.models.adain import check_adain_weights
 
     check_adain_weights(opts.encoder_weights, opts.decoder_weights)
 
 
 def _build_network(opts: ModelOptions) -> Stylizer:
-    from .network import NetworkStylizer
+    from stylebatch.models.network import NetworkStylizer
 
     return NetworkStylizer(device=opts.device, precision=opts.precision, read_bytes=opts.read_bytes,
                            max_batch=opts.max_batch)
 
 
 def _build_gatys(opts: ModelOptions) -> Stylizer:
-    from .gatys import GatysStylizer
+    from stylebatch.models.gatys import GatysStylizer
 
     # The AdaIN model it may start from uses the same weights as the fast path (built lazily when default).
     adain = _build_adain(opts) if (opts.encoder_weights or opts.decoder_weights) else None

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import WeightsError, load_state_dict_file
+from stylebatch.models.checkpoints import WeightsError, load_state_dict_file
 
 # (block, number of convs, in channels, out channels) of VGG19.
 _BLOCKS = ((1, 2, 3, 64), (2, 2, 64, 128), (3, 4, 128, 256), (4, 4, 256, 512), (5, 4, 512, 512))

@@ -1,7 +1,7 @@
 """Benchmark the completed-output index at catalog scale; prints figures, asserts nothing.
 
-    python -m jobs.benchmark_index                    # 1,000,000 result rows over 10 runs, local and S3
-    python -m jobs.benchmark_index --rows 100000 --skip-s3
+    python -m tools.benchmark_index                    # 1,000,000 result rows over 10 runs, local and S3
+    python -m tools.benchmark_index --rows 100000 --skip-s3
 
 A rerun plans by building the completed-output index (``results.completed_index``): output_uri ->
 (source fingerprint, parameter key) of its latest ``ok`` row over every earlier run. This writes a
@@ -38,7 +38,7 @@ def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-from stylebatch import results
+from stylebatch.io import results
 base = hwm()
 t0 = time.perf_counter()
 index = results.completed_index(sys.argv[1], use_snapshot=sys.argv[2] == "snapshot")
@@ -49,7 +49,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "entries": len(index), "p
 def write_history(out: str, rows: int, runs: int) -> None:
     """``rows`` ok result rows over ``runs`` runs; each later run redoes 10% of the earlier outputs
     (changed sources), so the index has fewer entries than rows, as in a real catalog."""
-    from stylebatch import results, storage
+    from stylebatch.io import results, storage
 
     per_run = rows // runs
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ same version, exactly one succeeds and the other re-reads and sees the winner. A
 or replace the object is read back and must hold our token (a defence against a server that
 ignores the conditions; it narrows but cannot close the window on such a server).
 
-Storage (see stylebatch.storage, "Conditional writes"): S3 uses PutObject with ``If-None-Match: *``
+Storage (see stylebatch.io.storage, "Conditional writes"): S3 uses PutObject with ``If-None-Match: *``
 (create) and ``If-Match: <etag>`` (heartbeat, takeover), DeleteObject with ``If-Match: <etag>``
 (release); a server that answers 501 to a conditional write is reported as unsupported rather than
 silently unsafe. Measured on SeaweedFS 4.48 (the version the tests run against): it honours all
@@ -56,7 +56,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
-from . import storage
+from stylebatch.io import storage
 
 __all__ = [
     "LEASE_NAME",

@@ -1,7 +1,7 @@
 """Style catalogs and style resolution.
 
 A style is one or more reference images (with blend weights) plus transfer settings: a built-in
-preset (``stylebatch.presets``), a catalog entry (safe YAML/JSON) or a style image URI. Resolving
+preset (``stylebatch.styles.presets``), a catalog entry (safe YAML/JSON) or a style image URI. Resolving
 one gives its pixels, a content key, and the trained network that serves it, if any.
 """
 
@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-from . import images as _images
-from . import presets
-from . import storage as _storage
-from .models.registry import QUALITIES
+
+from stylebatch.io import images as _images
+from stylebatch.io import storage as _storage
+from stylebatch.models.registry import QUALITIES
+from stylebatch.styles import presets
 
 # Style statistics are scale-sensitive but saturate quickly: VGG means/stds of a
 # 1024 px reference are practically those of a larger one, and smaller inputs
@@ -177,7 +178,7 @@ def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_c
     )
 
 
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "weights")
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "weights")
 # The presets' shared network (conditional instance norm, all presets in one): where each preset's
 # own network and every house style start training from.
 BASE_NETWORK_FILE = "preset_networks.pt"

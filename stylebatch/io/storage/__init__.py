@@ -23,8 +23,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..redact import redact
-from .base import (
+from stylebatch.io.redact import redact
+from stylebatch.io.storage.base import (
     SCHEME_PATTERN,
     SCHEME_RE,
     AccessDeniedError,
@@ -40,8 +40,8 @@ from .base import (
     UnsafePathError,
     UnsupportedSchemeError,
 )
-from .local import LocalBackend
-from .s3 import S3Backend, get_s3_client
+from stylebatch.io.storage.local import LocalBackend
+from stylebatch.io.storage.s3 import S3Backend, get_s3_client
 
 __all__ = [
     "BACKENDS",
@@ -372,7 +372,7 @@ def delete(uri: str) -> None:
 # beside the object; on S3 they are conditional requests (If-None-Match / If-Match). A retried
 # request (after a timeout, say) may find its own first attempt already applied and answer
 # PreconditionFailedError; callers that must know put something identifying in the body and
-# re-read (stylebatch.lease does).
+# re-read (stylebatch.io.lease does).
 
 
 def read_with_fingerprint(uri: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:

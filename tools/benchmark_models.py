@@ -1,8 +1,8 @@
 """Benchmark the style models on this machine; prints figures, asserts nothing.
 
-    python -m jobs.benchmark_models                 # 512x512: fast models' throughput, premium vs pastiche
-    python -m jobs.benchmark_models --quick         # small and short: a smoke run of every code path
-    python -m jobs.benchmark_models --skip-pastiche # AdaIN and premium only
+    python -m tools.benchmark_models                 # 512x512: fast models' throughput, premium vs pastiche
+    python -m tools.benchmark_models --quick         # small and short: a smoke run of every code path
+    python -m tools.benchmark_models --skip-pastiche # AdaIN and premium only
 
 (a) Fast models' images/s, fp32 vs bf16, interleaved in one run: a preset's trained network
     (``cyberpunk``, the shipped network file) against AdaIN with the style cache and without it (a
@@ -68,7 +68,7 @@ def load_inputs(size: int) -> tuple[list[np.ndarray], np.ndarray, str]:
         return contents, _square(Image.open(DATA / "styles" / STYLE), size), f"{DATA}: {PHOTOS[0]} etc. + {STYLE}"
     from skimage import data  # optional dependency: only needed without the shared data kit
 
-    from stylebatch.presets import preset_image
+    from stylebatch.styles.presets import preset_image
 
     contents = [_square(Image.fromarray(a), size) for a in (data.astronaut(), data.chelsea(), data.coffee(),
                                                             data.rocket())]
@@ -79,15 +79,15 @@ def load_inputs(size: int) -> tuple[list[np.ndarray], np.ndarray, str]:
 # (a) AdaIN throughput
 # --------------------------------------------------------------------------------------------
 def bench_fast(contents: list[np.ndarray], style_img: np.ndarray, size: int, reps: int) -> None:
-    from stylebatch import styles
     from stylebatch.models import registry
+    from stylebatch.styles import catalog
 
     painting = StyleSpec("bench-style", (style_img,), (1.0,))
-    preset = styles.resolve_style("cyberpunk")
+    preset = catalog.resolve_style("cyberpunk")
     runs: dict[tuple[str, str], tuple] = {}
     for prec in ("fp32", "bf16"):
         opts = registry.ModelOptions(device="cpu", precision=prec, max_batch=len(contents),
-                                     read_bytes=styles.read_network)
+                                     read_bytes=catalog.read_network)
         adain = registry.build("adain", opts)
         runs["adain cache on", prec] = (adain, lambda rep: painting)
         runs["adain cache off", prec] = (adain, lambda rep, prec=prec: StyleSpec(f"fresh-{prec}-{rep}", (style_img,), (1.0,)))
@@ -116,8 +116,8 @@ def bench_fast(contents: list[np.ndarray], style_img: np.ndarray, size: int, rep
         print("network: no shipped preset network (python -m jobs.train_network --presets)")
         return
     # Training time per network: a preset's own network is fine-tuned from the shared base network.
-    for label, path in ((f"{preset.name}'s network", styles.network_location(preset.network)),
-                        ("shared base network", styles.base_network_path())):
+    for label, path in ((f"{preset.name}'s network", catalog.network_location(preset.network)),
+                        ("shared base network", catalog.base_network_path())):
         record = Path(path).with_suffix(".json")
         if record.exists():
             made = json.loads(record.read_text())
@@ -278,7 +278,7 @@ def bench_premium_vs_pastiche(content: np.ndarray, style_img: np.ndarray, size: 
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m jobs.benchmark_models", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.benchmark_models", description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=None, help="square test size (default 512, 128 with --quick)")
     ap.add_argument("--quick", action="store_true", help="small images and few steps: a smoke run")
     ap.add_argument("--skip-pastiche", action="store_true")

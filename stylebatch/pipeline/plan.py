@@ -12,10 +12,10 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import images, manifest, results, storage, styles
-from .config import JobConfig
-from .models import registry
-
+from stylebatch.config import JobConfig
+from stylebatch.io import images, manifest, results, storage
+from stylebatch.models import registry
+from stylebatch.styles import catalog
 
 # The plan's columns: what the driver decided for each manifest row. ``plan_error`` is set for a
 # row that cannot run (its message), and such a row has no model and no output_uri.
@@ -34,7 +34,7 @@ class Plan:
     counts: dict = field(default_factory=dict)
 
 
-def _params_key(style: styles.ResolvedStyle, alpha: float, preserve: bool, quality: str, cfg: JobConfig,
+def _params_key(style: catalog.ResolvedStyle, alpha: float, preserve: bool, quality: str, cfg: JobConfig,
                 kind: str) -> str:
     """Everything that changes the output pixels; a change means the row is redone."""
     parts = [style.key, f"{alpha:.4f}", str(bool(preserve)), quality, cfg.output_format, str(cfg.output_quality),
@@ -49,12 +49,12 @@ def _file_id(uri: str) -> str:
         return os.path.basename(uri)
 
 
-def _model_id(cfg: JobConfig, kind: str, style: styles.ResolvedStyle) -> str:
+def _model_id(cfg: JobConfig, kind: str, style: catalog.ResolvedStyle) -> str:
     """The weights that make a row's pixels: a retrained network or a new decoder redoes the rows."""
-    from .models.adain import default_decoder_path
+    from stylebatch.models.adain import default_decoder_path
 
     if kind == "network":
-        return f"network-{_file_id(styles.network_location(style.network))}-{style.network_style or ''}"
+        return f"network-{_file_id(catalog.network_location(style.network))}-{style.network_style or ''}"
     ident = _file_id(cfg.decoder_weights or default_decoder_path())
     return ident + (f"-gatys{cfg.premium_iterations}" if kind == "gatys" else "")
 
@@ -63,17 +63,17 @@ def _resolve_styles(cfg: JobConfig, names: set[str]) -> tuple[dict, dict]:
     """(name -> ResolvedStyle, name -> why it cannot be used). The job's own style (``--style`` /
     ``--style-image``) must resolve: a bad command line stops the run. A row's style that does
     not resolve (a catalog entry whose image is gone) fails those rows, or the run with --strict."""
-    catalog = styles.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None
+    user_catalog = catalog.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None
     out, broken = {}, {}
     for name in sorted(names):
         if name == cfg.style and cfg.style_image:
-            out[name] = styles.resolve_style(cfg.style_image, catalog=catalog)
+            out[name] = catalog.resolve_style(cfg.style_image, catalog=user_catalog)
             if cfg.style_network:
-                out[name] = styles.with_network(out[name], cfg.style_network)
+                out[name] = catalog.with_network(out[name], cfg.style_network)
             continue
         try:
-            out[name] = styles.resolve_style(name, catalog=catalog)
-        except styles.StyleError as exc:
+            out[name] = catalog.resolve_style(name, catalog=user_catalog)
+        except catalog.StyleError as exc:
             if name == cfg.style or cfg.strict:
                 raise
             broken[name] = str(exc)
@@ -95,31 +95,12 @@ def _check_weights(cfg: JobConfig, kinds: set[str], resolved: dict) -> None:
     options = cfg.model_options()
     registry.check(options, sorted(kinds))
     if "network" in kinds:
-        from .models.network import NetworkStylizer
+        from stylebatch.models.network import NetworkStylizer
 
-        checker = NetworkStylizer(device="cpu", precision="fp32", read_bytes=styles.read_network)
+        checker = NetworkStylizer(device="cpu", precision="fp32", read_bytes=catalog.read_network)
         for style in resolved.values():
             if style.network:
                 checker.style_index(style)
-
-
-def _train_style_network(cfg: JobConfig, *, train: bool) -> Optional[str]:
-    """--train-style: the network for --style-image, cached under the output prefix by the style's
-    content key and the training settings, so the next run (and every nightly) reuses it. Trained by
-    one Ray task (a GPU when the cluster has one); checkpoints next to it, so a killed run resumes."""
-    from . import train_style
-
-    style = styles.style_from_image(cfg.style_image)
-    uri = train_style.cached_network_uri(cfg.output, style.key, cfg.train_steps)
-    if storage.exists(uri) or not train:
-        return uri if storage.exists(uri) else None
-    from .pipeline import init_ray
-
-    ray = init_ray(cfg.ray_address)
-    gpus = 1 if cfg.gpu == "always" or (cfg.gpu == "auto" and ray.cluster_resources().get("GPU", 0) >= 1) else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(train_style.train_house_style)
-    ray.get(task.remote(cfg.style_image, uri, steps=cfg.train_steps, device=cfg.device, precision=cfg.precision))
-    return uri
 
 
 def precheck(cfg: JobConfig) -> tuple[pa.Table, manifest.ManifestCheck]:
@@ -130,30 +111,26 @@ def precheck(cfg: JobConfig) -> tuple[pa.Table, manifest.ManifestCheck]:
     registry.check(cfg.model_options())  # named weights files, before reading the manifest
     style_name = custom_style_name(cfg.style_image) if cfg.style_image else cfg.style
     table = manifest.read_manifest(cfg.manifest)
-    catalog_names = set(styles.available_styles(styles.StyleCatalog.load(cfg.style_catalog))) if cfg.style_catalog \
-        else set(styles.available_styles())
+    catalog_names = set(catalog.available_styles(catalog.StyleCatalog.load(cfg.style_catalog))) if cfg.style_catalog \
+        else set(catalog.available_styles())
     check = manifest.check_manifest(table, known_styles=catalog_names | {style_name})
     if check.structural or (cfg.strict and check.row_errors):
         raise manifest.ManifestError(check.problems())
     # The job's own style must resolve (a bad --style or --style-image stops the run, unlike a row's).
     if cfg.style_image:
-        styles.style_from_image(cfg.style_image)
+        catalog.style_from_image(cfg.style_image)
     else:
-        styles.resolve_style(cfg.style, catalog=styles.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None)
+        catalog.resolve_style(cfg.style, catalog=catalog.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None)
     return table, check
 
 
-def build_plan(cfg: JobConfig, *, train_styles: bool = True,
-               checked: Optional[tuple[pa.Table, manifest.ManifestCheck]] = None) -> Plan:
+def build_plan(cfg: JobConfig, *, checked: Optional[tuple[pa.Table, manifest.ManifestCheck]] = None) -> Plan:
     """Validate everything before any work; raise ManifestError/StyleError with every problem named.
-    With ``cfg.train_style`` the style's network is trained first (unless cached, or ``train_styles``
-    is False, as for a dry run). ``checked``: what ``precheck(cfg)`` returned, if the caller ran it
-    already (the manifest is then not read again)."""
+    ``checked``: what ``precheck(cfg)`` returned, if the caller ran it already (the manifest is then
+    not read again)."""
     table, check = checked or precheck(cfg)
     if cfg.style_image:
         cfg.style = custom_style_name(cfg.style_image)
-    if cfg.train_style and not cfg.style_network:
-        cfg.style_network = _train_style_network(cfg, train=train_styles)
     row_styles = table.column("style").to_pylist() if "style" in table.column_names else [None] * table.num_rows
     row_errors = check.row_errors
     wanted = {s for i, s in enumerate(row_styles) if s and i not in row_errors} | {cfg.style}

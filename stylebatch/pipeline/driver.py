@@ -1,9 +1,9 @@
 """The driver: plan, then stream the plan through the stages on Ray Data and record the run.
 
-    manifest -> plan (stylebatch.plan) -> fetch -> stylize -> write (stylebatch.stages) -> results
+    manifest -> plan (stylebatch.pipeline.plan) -> fetch -> stylize -> write (stylebatch.pipeline.stages) -> results
 
 ``restyle`` is the whole job. It chains the stages with Ray Data (fetch and write as tasks, the
-model in one actor pool per model kind, sized by ``stylebatch.resources``), records the rows that
+model in one actor pool per model kind, sized by ``stylebatch.pipeline.resources``), records the rows that
 cannot run, collects metrics as batches commit, then compacts the results and refreshes the
 completed-output snapshot. The pipeline knows rows and URIs; models know pixels.
 """
@@ -12,24 +12,24 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import results, storage
-from .config import JobConfig
-from .faults import CrashJournal
-from .lease import Lease, output_lease
-from .models import registry
-from .plan import Plan, build_plan
-from .resources import PoolSizing, size_pools
-from .stages import StylizeActor, fetch_batch, record_invalid_rows, write_batch
+from stylebatch.config import JobConfig
+from stylebatch.io import results, storage
+from stylebatch.io.lease import Lease, output_lease
+from stylebatch.models import registry
+from stylebatch.pipeline.faults import CrashJournal
+from stylebatch.pipeline.house_styles import prepare_house_styles
+from stylebatch.pipeline.plan import Plan, build_plan
+from stylebatch.pipeline.ray_runtime import init_ray
+from stylebatch.pipeline.resources import PoolSizing, size_pools
+from stylebatch.pipeline.stages import StylizeActor, fetch_batch, record_invalid_rows, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -45,42 +45,6 @@ class RunSummary:
     @property
     def failed(self) -> int:
         return int(self.metrics["counts"].get("error", 0))
-
-
-def init_ray(address: Optional[str]):
-    if not address and "ray" not in sys.modules:
-        # Ray's default for a new local cluster (token auth), said explicitly so Ray does not print
-        # a warning about having chosen it; RAY_AUTH_MODE=disabled still opts out. Ray reads it
-        # when imported, so only before that (otherwise Ray's own default and warning stand).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-    import ray
-
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-        if address:
-            kwargs["address"] = address
-        else:
-            kwargs["include_dashboard"] = False
-        # Ray Data ships this package to workers via the driver's sys.path on a local cluster; on a
-        # remote cluster the job's working_dir (ray job submit) provides it.
-        ray.init(**kwargs)
-    _quiet_ray_data(ray)
-    return ray
-
-
-def _quiet_ray_data(ray) -> None:
-    """Our progress line replaces Ray Data's bars and per-dataset INFO lines on the console (they
-    still go to Ray's ray-data.log); its warnings and errors still show."""
-    from ray.util.debug import log_once
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.execution_options.preserve_order = False
-    log_once("ray_data_progress_manager_disabled")  # marks Ray's "bars disabled" notice as shown
-    for handler in logging.getLogger("ray.data").handlers:
-        if type(handler).__name__ == "PlainRayHandler":  # the console handler of Ray Data's config
-            handler.setLevel(logging.WARNING)
 
 
 def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, styles_ref: list,
@@ -117,6 +81,14 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, s
 ProgressFn = Callable[[dict], None]  # called after every committed batch
 
 
+def plan_job(cfg: JobConfig, *, train: bool = True, checked=None) -> Plan:
+    """The steps before any row runs: the house-style network the job needs (trained in a Ray task
+    unless cached, or only looked up when ``train`` is False, as for a dry run), then the plan.
+    ``checked``: what ``plan.precheck(cfg)`` returned, if the caller ran it already."""
+    prepare_house_styles(cfg, train=train)
+    return build_plan(cfg, checked=checked)
+
+
 def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Optional[Plan] = None,
             lease: Optional[Lease] = None) -> RunSummary:
     """Run the whole job: take the output's lease, validate and plan, stream every row through the
@@ -132,7 +104,7 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
             return restyle(cfg, progress=progress, plan=plan, lease=held)
     started = time.time()
     run_id = lease.run_id
-    plan = plan or build_plan(cfg)
+    plan = plan or plan_job(cfg)
     ray = init_ray(cfg.ray_address)
     CrashJournal.create(run_id)
     metrics = results.RunMetrics(run_id=run_id,

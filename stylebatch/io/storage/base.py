@@ -1,5 +1,5 @@
 """What every storage backend shares: the errors, ``ParsedURI``, ``ObjectInfo`` and the ``Backend``
-interface that ``stylebatch.storage`` dispatches to (one subclass per URI scheme)."""
+interface that ``stylebatch.io.storage`` dispatches to (one subclass per URI scheme)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import mimetypes
 import re
 from typing import Any, Callable, Iterator, NamedTuple
 
-from ..redact import redact
+from stylebatch.io.redact import redact
 
 # ``scheme:`` at the start of a URI (what parse_uri looks up in the backend registry).
 SCHEME_PATTERN = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
@@ -95,30 +95,28 @@ class ObjectInfo:
     """One file/object: ``uri``, ``size`` in bytes, ``fingerprint`` identifying the content
     (S3: ETag without quotes; local: sha256 hex of the bytes) and ``mtime`` (epoch seconds).
 
-    For local files listed by ``list_objects`` the sha256 is computed on first access of
-    ``fingerprint`` (and cached per process on path, size, mtime, ctime and inode), so listing a large photo
-    folder does not read every byte of it.
+    A backend whose fingerprint costs a read of every byte (local files) passes ``compute``, a
+    picklable zero-argument callable, instead: it runs on first access of ``fingerprint``, so
+    listing a large photo folder does not read every byte of it, and the laziness survives
+    pickling (Ray ships these to workers).
     """
 
-    __slots__ = ("uri", "size", "mtime", "_fingerprint", "_local_path")
+    __slots__ = ("uri", "size", "mtime", "_fingerprint", "_compute")
 
-    def __init__(
-        self, uri: str, size: int, fingerprint: str | None, mtime: float, *, local_path: str | None = None
-    ):
-        if fingerprint is None and local_path is None:
-            raise ValueError("ObjectInfo needs a fingerprint or a local_path to compute it from")
+    def __init__(self, uri: str, size: int, fingerprint: str | None, mtime: float, *,
+                 compute: Callable[[], str] | None = None):
+        if fingerprint is None and compute is None:
+            raise ValueError("ObjectInfo needs a fingerprint or a function to compute it")
         self.uri = uri
         self.size = size
         self.mtime = mtime
         self._fingerprint = fingerprint
-        self._local_path = local_path
+        self._compute = compute
 
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            from .local import file_fingerprint
-
-            self._fingerprint = file_fingerprint(self.uri, self._local_path)
+            self._fingerprint = self._compute()
         return self._fingerprint
 
     def _astuple(self) -> tuple:
@@ -137,12 +135,11 @@ class ObjectInfo:
         return f"ObjectInfo(uri={self.uri!r}, size={self.size}, fingerprint={fp!r}, mtime={self.mtime})"
 
     def __reduce__(self):
-        # Keep laziness across pickling (Ray ships these to workers).
-        return (_rebuild_object_info, (self.uri, self.size, self._fingerprint, self.mtime, self._local_path))
+        return (_rebuild_object_info, (self.uri, self.size, self._fingerprint, self.mtime, self._compute))
 
 
-def _rebuild_object_info(uri, size, fingerprint, mtime, local_path):
-    return ObjectInfo(uri, size, fingerprint, mtime, local_path=local_path)
+def _rebuild_object_info(uri, size, fingerprint, mtime, compute):
+    return ObjectInfo(uri, size, fingerprint, mtime, compute=compute)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +148,7 @@ def _rebuild_object_info(uri, size, fingerprint, mtime, local_path):
 
 
 class Backend(abc.ABC):
-    """One storage scheme. ``stylebatch.storage`` parses a URI, picks the backend registered for its
+    """One storage scheme. ``stylebatch.io.storage`` parses a URI, picks the backend registered for its
     scheme in ``storage.BACKENDS`` and calls one of these methods with the URI as given (for error
     messages and returned URIs) and its ``ParsedURI`` ``loc`` (what to act on). Arguments are
     already checked (``data`` is bytes, ``max_bytes`` is None or >= 0); ``wanted`` filters listed

@@ -7,8 +7,8 @@ peak RSS of the driver process alone (its own VmHWM, polled from /proc/<pid>/sta
 workers and daemons are other processes and are not counted). The large/small peak-RSS ratio
 should stay at or below the target (1.2x by default).
 
-    python -m jobs.benchmark_load                          # 1,000 then 10,000 rows
-    python -m jobs.benchmark_load --rows-small 50 --rows-large 200   # smoke test
+    python -m tools.benchmark_load                          # 1,000 then 10,000 rows
+    python -m tools.benchmark_load --rows-small 50 --rows-large 200   # smoke test
 """
 from __future__ import annotations
 

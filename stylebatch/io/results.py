@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import storage as _storage
+from stylebatch.io import storage as _storage
 
 log = logging.getLogger(__name__)
 

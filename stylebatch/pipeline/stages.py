@@ -1,5 +1,5 @@
 """The three stages a batch of rows goes through, as plain functions of a batch (a dict of numpy
-columns, Ray Data's "numpy" batch format); ``stylebatch.pipeline`` chains them with Ray Data.
+columns, Ray Data's "numpy" batch format); ``stylebatch.pipeline.driver`` chains them with Ray Data.
 
     plan rows --fetch_batch--> FETCHED --StylizeActor--> STYLIZED --write_batch--> result rows
 
@@ -18,10 +18,10 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from . import images, results, storage
-from .faults import CrashJournal, maybe_inject_fault
-from .models import registry
-from .plan import PLAN_COLUMNS
+from stylebatch.io import images, results, storage
+from stylebatch.models import registry
+from stylebatch.pipeline.faults import CrashJournal, maybe_inject_fault
+from stylebatch.pipeline.plan import PLAN_COLUMNS
 
 _MAX_SOURCE_BYTES = 256 * 1024 * 1024
 

@@ -30,11 +30,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runtime
-from .gatys import STYLE_LAYERS, GatysObjective
-from .losses import colour_layout, correlation, edge_magnitude, gram, mean_std, slope, tonal_layout, total_variation
-from .network import NetworkConfig, StyleNetwork, network_record, setting, unpack_state
-from .vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS, load_vgg19
+from stylebatch.models import runtime
+from stylebatch.models.gatys import STYLE_LAYERS, GatysObjective
+from stylebatch.models.losses import (
+    colour_layout,
+    correlation,
+    edge_magnitude,
+    gram,
+    mean_std,
+    slope,
+    tonal_layout,
+    total_variation,
+)
+from stylebatch.models.network import NetworkConfig, StyleNetwork, network_record, setting, unpack_state
+from stylebatch.models.vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS
+from stylebatch.models.vgg import load_vgg19
 
 # Settings of terms tried and retired (never in a shipped recipe; weights README): weight -> the
 # settings only that term read. A record that trained with the weight at 0 still loads as a recipe.

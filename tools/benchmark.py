@@ -1,7 +1,7 @@
 """Bare-model throughput vs end-to-end ``stylebatch`` throughput on the same 512x512 images, for a
 preset's trained network and for AdaIN on the same preset image.
 
-    python -m jobs.benchmark [--images 96] [--size 512] [--kinds network,adain]
+    python -m tools.benchmark [--images 96] [--size 512] [--kinds network,adain]
 
 Prints images/s for (a) the model called directly on decoded arrays, batch 8, and (b) the full
 job (Ray Data fetch/decode tasks -> actor pool -> encode/write tasks -> results) over the same
@@ -28,10 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from stylebatch import images, presets, results, styles
-from stylebatch.models import registry
 from stylebatch.config import JobConfig
-from stylebatch.pipeline import restyle
+from stylebatch.io import images, results
+from stylebatch.models import registry
+from stylebatch.pipeline.driver import restyle
+from stylebatch.styles import catalog, presets
 
 
 def make_images(n: int, size: int, folder: Path) -> list[Path]:
@@ -57,7 +58,7 @@ def make_images(n: int, size: int, folder: Path) -> list[Path]:
 
 
 def bare_model(paths: list[Path], style, kind: str, batch: int) -> float:
-    model = registry.build(kind, registry.ModelOptions(max_batch=batch, read_bytes=styles.read_network))
+    model = registry.build(kind, registry.ModelOptions(max_batch=batch, read_bytes=catalog.read_network))
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     model.stylize(arrays[:batch], style)  # warm-up: style statistics cached, kernels ready
     t0 = time.perf_counter()
@@ -123,12 +124,12 @@ def main(argv=None) -> None:
                    quiet=True)
         for kind in kinds:
             if kind == "network":
-                style, style_args = styles.resolve_style(args.style), {"style": args.style}
+                style, style_args = catalog.resolve_style(args.style), {"style": args.style}
                 if not style.network:
                     print(f"network: preset {args.style!r} has no shipped network; skipped")
                     continue
             else:
-                style, style_args = styles.style_from_image(str(style_png)), {"style_image": str(style_png)}
+                style, style_args = catalog.style_from_image(str(style_png)), {"style_image": str(style_png)}
             bare = bare_model(paths, style, kind, args.batch)
             print(f"{kind}: bare model ({args.size}x{args.size}, batch {args.batch}): {bare:.3f} images/s", flush=True)
             steady, wall = end_to_end(paths, style_args, args.batch, args.size, Path(tmp) / f"out_{kind}")

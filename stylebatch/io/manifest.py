@@ -14,9 +14,9 @@ from typing import Any, Collection, Iterable
 
 import pyarrow as pa
 
-from . import storage
-from .images import IMAGE_EXTENSIONS
-from .models.registry import QUALITIES
+from stylebatch.io import storage
+from stylebatch.io.images import IMAGE_EXTENSIONS
+from stylebatch.models.registry import QUALITIES
 
 __all__ = [
     "REQUIRED_COLUMNS",

@@ -17,16 +17,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import images, storage
-from .images import IMAGE_EXTENSIONS
-from .models.checkpoints import WeightsError, load_weights_record
-from .models.network import pack_state
-from .models.network_training import NetworkTrainer, TrainConfig
+from stylebatch.io import images, storage
+from stylebatch.io.images import IMAGE_EXTENSIONS
+from stylebatch.models.checkpoints import WeightsError, load_weights_record
+from stylebatch.models.network import pack_state
+from stylebatch.training.network_trainer import NetworkTrainer, TrainConfig
 
 # scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user
 # gets with no ../shared beside the checkout.
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera")
-SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+SHARED_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"
 
 
 class TrainingDataError(ValueError):
@@ -89,9 +89,9 @@ def load_content(source: Optional[str], *, limit: int = 2000) -> list[np.ndarray
 
 def load_style_image(ref: str) -> np.ndarray:
     """A preset name or a style image URI -> pixels."""
-    from . import styles
+    from stylebatch.styles import catalog
 
-    return np.array(styles.resolve_style(ref).images[0])
+    return np.array(catalog.resolve_style(ref).images[0])
 
 
 def _save(obj, uri: str) -> None:
@@ -178,7 +178,7 @@ def train_house_style(style_image: str, out: str, *, steps: int, device: str = "
     """One style image -> one network at ``out``, started from the shared base network's convolutions when
     present (a new style then mostly learns its normalisation parameters: far fewer steps), on the
     default content. Resumes from ``<out>.ckpt`` if an earlier attempt was killed."""
-    from .styles import base_network_path
+    from stylebatch.styles.catalog import base_network_path
 
     init = base_network_path() if storage.exists(base_network_path()) else None
     return train_style_network({HOUSE_STYLE_NAME: style_image}, out, config=TrainConfig(steps=steps),

@@ -15,7 +15,7 @@ variables, profiles, ``AWS_ENDPOINT_URL``).
   PreconditionFailed to the losers), but answers 412 rather than AWS's 404 to If-Match on an
   absent key. A retried request (after a timeout, say) may find its own first attempt already
   applied and answer PreconditionFailedError; callers that must know put something identifying in
-  the body and re-read (stylebatch.lease does).
+  the body and re-read (stylebatch.io.lease does).
 """
 
 from __future__ import annotations
@@ -30,11 +30,22 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pyarrow.fs as pafs
 
-from ..redact import redact
-from .base import (AccessDeniedError, AlreadyExistsError, Backend, NotFoundError, ObjectInfo, ParsedURI,
-                   PreconditionFailedError, StorageError, content_type_for, sort_key, too_large)
+from stylebatch.io.redact import redact
+from stylebatch.io.storage.base import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    Backend,
+    NotFoundError,
+    ObjectInfo,
+    ParsedURI,
+    PreconditionFailedError,
+    StorageError,
+    content_type_for,
+    sort_key,
+    too_large,
+)
 
-log = logging.getLogger("stylebatch.storage")
+log = logging.getLogger("stylebatch.io.storage")
 
 RETRY_SECONDS_ENV = "STYLEBATCH_IO_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 30.0

@@ -1,0 +1,1 @@
+"""Input and output: storage backends, manifests, per-row results, the output lease, image codecs."""

@@ -1,0 +1,1 @@
+"""Research tools (evaluation, benchmarks, decoder training): run from a checkout, not packaged."""
