@@ -197,8 +197,9 @@ def styles_list(style_catalog: Optional[str] = typer.Option(None, help="also lis
     except _user_errors() as exc:
         _fail(str(exc))
     width = max(len(r["name"]) for r in rows)
+    kind_width = max(len(r["model"]) for r in rows)
     for r in rows:
-        typer.echo(f"{r['name']:<{width}}  {r['source']:<8}  {r.get('description', '')}")
+        typer.echo(f"{r['name']:<{width}}  {r['source']:<8}  {r['model']:<{kind_width}}  {r.get('description', '')}")
 
 
 @styles_app.command("show")

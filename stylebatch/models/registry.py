@@ -16,13 +16,15 @@ import numpy as np
 
 class StyleLike(Protocol):
     """What models need of a style: a cache key, RGB uint8 images and their blend weights, and
-    optionally a trained network (an opaque file reference plus the style's name inside it)."""
+    optionally a trained network (an opaque file reference plus the style's name inside it) and
+    the kind of network in that file (``model``: None for the project's own format)."""
 
     key: str
     images: Sequence[np.ndarray]
     weights: Sequence[float]
     network: Optional[str]
     network_style: Optional[str]
+    model: Optional[str]
 
 
 class Stylizer(Protocol):
@@ -53,6 +55,8 @@ class ModelKind:
     build: Callable[[ModelOptions], Stylizer]
     # Weights files it would load, checked on the driver before any work (raises WeightsError/ValueError).
     check: Callable[[ModelOptions], None]
+    # The file a style names, checked on the driver before any work (None: the kind reads no such file).
+    check_style: Optional[Callable[[Stylizer, StyleLike], None]] = None
 
 
 def _build_adain(opts: ModelOptions) -> Stylizer:
@@ -87,8 +91,38 @@ def _build_gatys(opts: ModelOptions) -> Stylizer:
                          adain=adain, init="palette", coarse_to_fine=False, palette_strength=0.5)
 
 
+def _build_fast_neural_style(opts: ModelOptions) -> Stylizer:
+    from stylebatch.models.fast_neural_style import FastNeuralStyleStylizer
+
+    return FastNeuralStyleStylizer(device=opts.device, precision=opts.precision, read_bytes=opts.read_bytes,
+                                   max_batch=opts.max_batch)
+
+
+def _build_cyclegan(opts: ModelOptions) -> Stylizer:
+    from stylebatch.models.cyclegan import CycleGANStylizer
+
+    return CycleGANStylizer(device=opts.device, precision=opts.precision, read_bytes=opts.read_bytes,
+                            max_batch=opts.max_batch)
+
+
+def _model(style: StyleLike) -> Optional[str]:
+    return getattr(style, "model", None)
+
+
 def _has_network(style: StyleLike) -> bool:
-    return bool(getattr(style, "network", None))
+    return bool(getattr(style, "network", None)) and _model(style) is None
+
+
+def _has_images(style: StyleLike) -> bool:
+    return len(style.images) > 0
+
+
+def _check_network_style(stylizer, style: StyleLike) -> None:
+    stylizer.style_index(style)
+
+
+def _check_published_style(stylizer, style: StyleLike) -> None:
+    stylizer.check_style(style)
 
 
 def _no_check(opts: ModelOptions) -> None:
@@ -97,27 +131,51 @@ def _no_check(opts: ModelOptions) -> None:
 
 # Order matters within a quality: the first kind that serves a style runs it.
 MODEL_KINDS: tuple[ModelKind, ...] = (
-    ModelKind("network", "fast", _has_network, _build_network, _no_check),
-    ModelKind("adain", "fast", lambda style: True, _build_adain, _check_adain),
-    ModelKind("gatys", "premium", lambda style: True, _build_gatys, _check_adain),
+    ModelKind("network", "fast", _has_network, _build_network, _no_check, _check_network_style),
+    ModelKind("fast-neural-style", "fast", lambda style: _model(style) == "fast-neural-style",
+              _build_fast_neural_style, _no_check, _check_published_style),
+    ModelKind("cyclegan", "fast", lambda style: _model(style) == "cyclegan", _build_cyclegan, _no_check,
+              _check_published_style),
+    ModelKind("adain", "fast", _has_images, _build_adain, _check_adain),
+    ModelKind("gatys", "premium", _has_images, _build_gatys, _check_adain),
 )
 KINDS = {k.name: k for k in MODEL_KINDS}
 QUALITIES: tuple[str, ...] = tuple(dict.fromkeys(k.quality for k in MODEL_KINDS))
+# The kinds a style catalog entry may name with ``model:`` (a published checkpoint in ``weights:``).
+PUBLISHED_KINDS: tuple[str, ...] = ("fast-neural-style", "cyclegan")
 
 
 def kind_for(quality: str, style: StyleLike) -> ModelKind:
     """The model kind that runs ``style`` at ``quality``: a trained network when the style has one
-    (presets, catalog entries with ``network:``), AdaIN for any other image; Gatys for premium."""
+    (presets, catalog entries with ``network:``), the published checkpoint a catalog entry names
+    with ``model:``, AdaIN for any other image; Gatys for premium."""
+    if quality not in QUALITIES:
+        raise ValueError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
     for kind in MODEL_KINDS:
         if kind.quality == quality and kind.serves(style):
             return kind
-    raise ValueError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
+    raise ValueError(f"style {getattr(style, 'name', style.key)!r} cannot run at quality {quality!r}: "
+                     f"it is a {_model(style)} checkpoint with no style image")
 
 
 def build(kind: str, options: ModelOptions = ModelOptions()) -> Stylizer:
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     return KINDS[kind].build(options)
+
+
+def check_styles(options: ModelOptions, styles: Sequence[StyleLike], kinds: Sequence[str]) -> None:
+    """Read and check, on the driver, the file each style names for the kind that runs it (one of
+    ``kinds``): a missing, corrupt, unsafe or mismatched file is refused before any work."""
+    checkers: dict[str, Stylizer] = {}
+    for style in styles:
+        if not getattr(style, "network", None):
+            continue
+        kind = kind_for("fast", style)
+        if kind.name in kinds and kind.check_style is not None:
+            if kind.name not in checkers:
+                checkers[kind.name] = kind.build(options)
+            kind.check_style(checkers[kind.name], style)
 
 
 def check(options: ModelOptions, kinds: Sequence[str] = ()) -> None:

@@ -3,6 +3,7 @@ output URI, model kind and parameter key, and whether an earlier run already fin
 cannot run are kept, with the reason (``plan_error``). Only strings: a 10k-row plan is ~1 MB."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -53,8 +54,8 @@ def _model_id(cfg: JobConfig, kind: str, style: catalog.ResolvedStyle) -> str:
     """The weights that make a row's pixels: a retrained network or a new decoder redoes the rows."""
     from stylebatch.models.adain import default_decoder_path
 
-    if kind == "network":
-        return f"network-{_file_id(catalog.network_location(style.network))}-{style.network_style or ''}"
+    if kind not in ("adain", "gatys"):  # a kind that runs the file the style names
+        return f"{kind}-{_file_id(catalog.network_location(style.network))}-{style.network_style or ''}"
     ident = _file_id(cfg.decoder_weights or default_decoder_path())
     return ident + (f"-gatys{cfg.premium_iterations}" if kind == "gatys" else "")
 
@@ -91,16 +92,11 @@ def _check_weights(cfg: JobConfig, kinds: set[str], resolved: dict) -> None:
     """Refuse missing, corrupt or unsafe (pickled code) weights files on the driver, before any work;
     otherwise every model actor dies on them inside Ray and the run ends in an actor traceback.
     Weights-only loading never executes pickled code. Each style's network file is read and checked
-    to hold that style."""
+    to hold that style in the layout of the kind that runs it."""
     options = cfg.model_options()
     registry.check(options, sorted(kinds))
-    if "network" in kinds:
-        from stylebatch.models.network import NetworkStylizer
-
-        checker = NetworkStylizer(device="cpu", precision="fp32", read_bytes=catalog.read_network)
-        for style in resolved.values():
-            if style.network:
-                checker.style_index(style)
+    checking = dataclasses.replace(options, device="cpu", precision="fp32", read_bytes=catalog.read_network)
+    registry.check_styles(checking, list(resolved.values()), sorted(kinds))
 
 
 def precheck(cfg: JobConfig) -> tuple[pa.Table, manifest.ManifestCheck]:
@@ -147,17 +143,21 @@ def build_plan(cfg: JobConfig, *, checked: Optional[tuple[pa.Table, manifest.Man
         style_name = style_name or cfg.style
         problem = row_errors.get(i) or (f"style {style_name!r} cannot be used: {broken[style_name]}"
                                         if style_name in broken else "")
+        if not problem:
+            style = resolved[style_name]
+            # Precedence: manifest row > command line > style catalog default.
+            quality = quality or cfg.quality or style.quality
+            try:
+                kind = registry.kind_for(quality, style).name
+            except ValueError as exc:  # a checkpoint-only style asked for premium
+                problem = str(exc)
         if problem:
             # Never run and never given an output key: an unsafe or repeated id must not name a file.
             values = (image_id, uri, style_name, None, False, quality, "", None, "", "", problem)
         else:
-            style = resolved[style_name]
-            # Precedence: manifest row > command line > style catalog default.
             alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha is not None else style.alpha)
-            quality = quality or cfg.quality or style.quality
             preserve = cfg.preserve_color or style.preserve_color
             out_uri = storage.output_uri(cfg.output, style_name, f"{image_id}.{ext}")
-            kind = registry.kind_for(quality, style).name
             setting = (style_name, alpha, preserve, quality, kind)
             if setting not in params:
                 params[setting] = _params_key(style, alpha, preserve, quality, cfg, kind)

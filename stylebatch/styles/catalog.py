@@ -20,7 +20,7 @@ import numpy as np
 
 from stylebatch.io import images as _images
 from stylebatch.io import storage as _storage
-from stylebatch.models.registry import QUALITIES
+from stylebatch.models.registry import PUBLISHED_KINDS, QUALITIES
 from stylebatch.styles import presets
 
 # Style statistics are scale-sensitive but saturate quickly: VGG means/stds of a
@@ -55,9 +55,10 @@ class ResolvedStyle:
     quality: str = "fast"
     network: str | None = None         # a trained network file (path or URI) for this style, if any
     network_style: str | None = None   # the style's name inside that file (None: its only style)
+    model: str | None = None           # the kind of network in that file when it is a published checkpoint
 
     def __post_init__(self) -> None:
-        if not self.images:
+        if not self.images and not self.model:
             raise StyleError(f"style {self.name!r}: no style images")
         if len(self.images) != len(self.weights):
             raise StyleError(f"style {self.name!r}: {len(self.images)} images but {len(self.weights)} weights")
@@ -70,7 +71,7 @@ class ResolvedStyle:
     # for the pixels and weights.
     def _identity(self) -> tuple:
         return (self.name, self.key, self.weights, self.alpha, self.preserve_color, self.quality, self.network,
-                self.network_style)
+                self.network_style, self.model)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ResolvedStyle):
@@ -158,16 +159,19 @@ def _image_for_ref(ref: str, *, max_pixels: int | None, where: str) -> np.ndarra
 
 
 def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_color: bool, quality: str, max_pixels: int | None, where: str,
-           network: str | None = None, network_style: str | None = None) -> ResolvedStyle:
+           network: str | None = None, network_style: str | None = None, model: str | None = None) -> ResolvedStyle:
     imgs = tuple(_image_for_ref(ref, max_pixels=max_pixels, where=where) for ref, _ in refs)
     if network is None and len(refs) == 1 and refs[0][0] in shipped_preset_networks():
         # A preset (alone, not in a blend) runs through its trained network; blends fall back to AdaIN.
         network, network_style = preset_network_ref(refs[0][0]), refs[0][0]
     total = sum(w for _, w in refs)
     weights = tuple(w / total for _, w in refs)
+    # A published checkpoint is the style: its key names the kind and the file (the file's content
+    # is part of each row's parameters, so a replaced file redoes the rows).
+    key = style_key(imgs, weights) if imgs else hashlib.sha256(f"{model}|{network}".encode()).hexdigest()[:20]
     return ResolvedStyle(
         name=name,
-        key=style_key(imgs, weights),
+        key=key,
         images=imgs,
         weights=weights,
         alpha=float(alpha),
@@ -175,6 +179,7 @@ def _build(name: str, refs: list[tuple[str, float]], *, alpha: float, preserve_c
         quality=quality,
         network=network,
         network_style=network_style,
+        model=model,
     )
 
 
@@ -247,9 +252,20 @@ class CatalogEntry:
     description: str = ""
     network: str | None = None          # a network trained for this style (stylebatch styles train)
     network_style: str | None = None    # its name in that file, when the file holds several
+    model: str | None = None            # a published checkpoint's kind (its file is ``network``)
+
+    @property
+    def kind(self) -> str:
+        """The model kind that runs this entry at its own quality."""
+        if self.model:
+            return self.model
+        if self.quality == "premium":
+            return "gatys"
+        return "network" if self.network else "adain"
 
 
-_ENTRY_FIELDS = {"image", "images", "alpha", "preserve_color", "quality", "description", "network", "network_style"}
+_ENTRY_FIELDS = {"image", "images", "alpha", "preserve_color", "quality", "description", "network", "network_style",
+                 "model", "weights"}
 
 
 def _is_number(v: Any) -> bool:
@@ -275,14 +291,21 @@ def _parse_entry(name: Any, raw: Any, base_dir: str | None) -> CatalogEntry:
     unknown = sorted(set(map(str, raw)) - _ENTRY_FIELDS)
     if unknown:
         raise StyleError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ENTRY_FIELDS))})")
-    if ("image" in raw) == ("images" in raw):
-        raise StyleError(f"{where}: field 'image' (one reference) or 'images' (a blend) is required, not both and not neither")
+    model = _parse_model(raw, where, base_dir)
+    if model is not None and "network" in raw:
+        raise StyleError(f"{where}: field 'network' is for the project's own network files; "
+                         f"a published checkpoint goes in 'weights' with 'model'")
+    if "image" in raw and "images" in raw:
+        raise StyleError(f"{where}: give field 'image' (one reference) or 'images' (a blend), not both")
+    if "image" not in raw and "images" not in raw and model is None:
+        raise StyleError(f"{where}: field 'image' (one reference) or 'images' (a blend) is required "
+                         f"(or 'model' and 'weights' for a published checkpoint)")
     refs: list[tuple[str, float]] = []
     if "image" in raw:
         if not isinstance(raw["image"], str) or not raw["image"].strip():
             raise StyleError(f"{where}: field 'image' must be a non-empty string (preset name, local path, file:// or s3:// URI)")
         refs.append((raw["image"].strip(), 1.0))
-    else:
+    elif "images" in raw:
         items = raw["images"]
         if not isinstance(items, list) or not items:
             raise StyleError(f"{where}: field 'images' must be a non-empty list")
@@ -328,7 +351,24 @@ def _parse_entry(name: Any, raw: Any, base_dir: str | None) -> CatalogEntry:
         network = _resolve_relative(network.strip(), base_dir)
     if network_style is not None and (network is None or not isinstance(network_style, str)):
         raise StyleError(f"{where}: field 'network_style' must be a string and needs 'network'")
-    return CatalogEntry(name, tuple(refs), float(alpha), preserve, quality, desc, network, network_style)
+    if model is not None:
+        model, network = model
+    return CatalogEntry(name, tuple(refs), float(alpha), preserve, quality, desc, network, network_style, model)
+
+
+def _parse_model(raw: Mapping, where: str, base_dir: str | None) -> tuple[str, str] | None:
+    """(kind, weights URI) of an entry that names a published checkpoint, or None."""
+    if "model" not in raw and "weights" not in raw:
+        return None
+    model, weights = raw.get("model"), raw.get("weights")
+    if model not in PUBLISHED_KINDS:
+        raise StyleError(f"{where}: field 'model' must be one of {', '.join(PUBLISHED_KINDS)} (with 'weights'), "
+                         f"got {model!r}")
+    if not isinstance(weights, str) or not weights.strip():
+        raise StyleError(f"{where}: field 'weights' (the {model} checkpoint's path or s3:// URI) is required "
+                         f"with 'model'")
+    _check_image_uri(weights.strip(), f"{where}: field 'weights'")
+    return model, _resolve_relative(weights.strip(), base_dir)
 
 
 @dataclass(frozen=True)
@@ -392,7 +432,7 @@ class StyleCatalog:
     def resolve(self, name: str, *, max_pixels: int | None = None) -> ResolvedStyle:
         e = self.entry(name)
         return _build(name, list(e.images), alpha=e.alpha, preserve_color=e.preserve_color, quality=e.quality, max_pixels=max_pixels, where=f"style {name!r}",
-                      network=e.network, network_style=e.network_style)
+                      network=e.network, network_style=e.network_style, model=e.model)
 
 
 def available_styles(catalog: StyleCatalog | None = None) -> list[str]:
@@ -412,11 +452,13 @@ def list_styles(catalog: StyleCatalog | None = None) -> list[dict]:
             out.append({
                 "name": name,
                 "source": "catalog",
-                "description": e.description or f"catalog style from {refs}",
+                "description": e.description or (f"catalog style from {refs}" if refs else
+                                                 f"{e.model} checkpoint {_storage.redact(e.network)}"),
                 "images": [r for r, _ in e.images],
                 "alpha": e.alpha,
                 "preserve_color": e.preserve_color,
                 "quality": e.quality,
+                "model": e.kind,
             })
         else:
             out.append({
@@ -427,6 +469,7 @@ def list_styles(catalog: StyleCatalog | None = None) -> list[dict]:
                 "alpha": 1.0,
                 "preserve_color": False,
                 "quality": "fast",
+                "model": "network" if name in shipped_preset_networks() else "adain",
             })
     return out
 
