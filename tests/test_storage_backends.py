@@ -201,7 +201,7 @@ def test_parquet_metadata_from_the_footer_alone(tmp_path, monkeypatch):
 
 
 def test_iter_parquet_tables_in_order_with_schema_columns_and_filter(tmp_path, monkeypatch):
-    monkeypatch.setattr(storage, "_PARQUET_CHUNK", 3)  # several chunks, fetched ahead
+    monkeypatch.setattr(storage.parquet, "_PARQUET_CHUNK", 3)  # several chunks, fetched ahead
     schema = pa.schema([("i", pa.int64()), ("s", pa.string()), ("extra", pa.float64())])
     uris = []
     for i in range(8):
