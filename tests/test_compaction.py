@@ -43,19 +43,19 @@ def test_parts_fold_into_few_files_with_every_row_once(tmp_path, rows_per_file, 
 def test_compaction_killed_while_writing_then_finished(tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     ids = _write_parts(out, "r1", 40)
-    real_write = results._atomic_write
+    real_write = storage.write_bytes
     calls = []
 
-    def dies_on_second(uri, data, content_type):
+    def dies_on_second(uri, data, **kw):
         calls.append(uri)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        real_write(uri, data, content_type)
+        real_write(uri, data, **kw)
 
-    monkeypatch.setattr(results, "_atomic_write", dies_on_second)
+    monkeypatch.setattr(storage, "write_bytes", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         results.compact_run(out, "r1", rows_per_file=100)
-    monkeypatch.setattr(results, "_atomic_write", real_write)
+    monkeypatch.setattr(storage, "write_bytes", real_write)
     files = _files(out, "r1")
     assert sum(f.startswith("results-") for f in files) == 1 and sum(f.startswith("part-") for f in files) == 40
     got = _ids(out, "r1")
