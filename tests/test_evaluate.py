@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tools import datasets, evaluate
-from stylebatch.reports import report as run_report
+from stylebatch.reports import contact_sheet as sheets
 from tests.helpers import photo, write_photo
 
 CONTENTS = datasets.HOLDOUT_PHOTOS[:2]
@@ -66,7 +66,7 @@ def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_
     assert all(row["methods"]["baseline"]["structure"] == pytest.approx(1.0) for row in report["pairs"])
     assert json.loads((out / "evaluate.json").read_text())["summary"] == json.loads(json.dumps(report["summary"]))
     sheet = Image.open(out / "contact_adain.png")
-    cell, pad, lab = evaluate.SHEET_CELL, run_report.CONTACT_PAD, run_report.CONTACT_LABEL_H
+    cell, pad, lab = evaluate.SHEET_CELL, sheets.CONTACT_PAD, sheets.CONTACT_LABEL_H
     # a header row (styles) and a header column (photos) around the outputs
     assert sheet.size == ((len(STYLES) + 1) * cell + (len(STYLES) + 2) * pad,
                           (len(CONTENTS) + 1) * (cell + lab) + (len(CONTENTS) + 2) * pad)
@@ -107,12 +107,12 @@ def test_contact_sheet_puts_styles_across_and_photos_down():
     styles = {"s.jpg": np.full((20, 20, 3), 128, np.uint8)}
     outputs = {("a.jpg", "s.jpg"): np.full((30, 40, 3), 250, np.uint8)}  # b's output is missing
     sheet = evaluate.contact_sheet(contents, styles, outputs, "adain", cell=48)
-    pad, lab = run_report.CONTACT_PAD, run_report.CONTACT_LABEL_H
+    pad, lab = sheets.CONTACT_PAD, sheets.CONTACT_LABEL_H
     assert sheet.shape == (3 * (48 + lab) + 4 * pad, 2 * 48 + 3 * pad, 3)
     x1, y1, y2 = 2 * pad + 48, 2 * pad + 48 + lab, 3 * pad + 2 * (48 + lab)
     assert (sheet[pad + 24, x1 + 24] == 128).all()  # the style, in the header row
     assert (sheet[y1 + 24, x1 + 24] == 250).all()  # a's output
-    assert (sheet[y2:y2 + 48, x1:x1 + 48] == run_report.CONTACT_BG).all()  # b's: empty
+    assert (sheet[y2:y2 + 48, x1:x1 + 48] == sheets.CONTACT_BG).all()  # b's: empty
 
 
 def test_structure_score_tells_the_photo_from_an_unrelated_one():

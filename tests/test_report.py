@@ -1,4 +1,4 @@
-"""stylebatch.reports.report: the HTML run report (contents, escaping, sampling, S3, a real headless
+"""stylebatch.reports: the HTML run report (contents, escaping, sampling, S3, a real headless
 browser), the contact sheet's header row/column and `stylebatch report`."""
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from stylebatch.reports import contact_sheet as CS
+from stylebatch.reports import html_page
 from stylebatch.reports import report as REP
+from stylebatch.reports.run import Run
 from stylebatch.io import results as R
 from stylebatch.io import storage
 from tests.helpers import photo, write_photo
@@ -132,7 +135,15 @@ class _Page(HTMLParser):
 
 
 def _html(out: str) -> str:
-    return Path(R.run_dir(out, RID), REP.HTML_NAME).read_text(encoding="utf-8")
+    return Path(R.run_dir(out, RID), html_page.HTML_NAME).read_text(encoding="utf-8")
+
+
+def _page_text(out: str, **kw) -> str:
+    return html_page.page_text(Run(out, RID), **kw)
+
+
+def _write_page(out: str, **kw) -> str:
+    return html_page.write_page(Run(out, RID), **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +153,7 @@ def _html(out: str) -> str:
 
 def test_html_report_counts_timings_errors_and_pairs(tmp_path):
     out, rows = make_run(tmp_path, 30)
-    uri = REP.write_html_report(out, RID)
+    uri = _write_page(out)
     assert uri == f"{R.run_dir(out, RID)}/report.html"
     text = _html(out)
     page = _Page(text)
@@ -178,7 +189,7 @@ def test_thumbnails_are_small_jpegs(tmp_path):
     out, _ = make_run(tmp_path, 2, gone=())
     big = write_photo(tmp_path / "big.jpg", 600, 900, seed=5)
     R.write_results_part(out, RID, [_row("zz-big", "ok", uri=str(big), out=str(big), t=300)])
-    srcs = _Page(REP.html_report(out, RID, thumb=120)).srcs
+    srcs = _Page(_page_text(out, thumb=120)).srcs
     sizes = {Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))).size for s in srcs}
     assert (120, 80) in sizes and max(max(s) for s in sizes) == 120
 
@@ -189,7 +200,7 @@ def test_user_data_is_escaped(tmp_path):
     src = write_photo(tmp_path / "src" / "h.jpg", 20, 20, seed=9)
     R.write_results_part(out, RID, [_row('"><img src=x onerror=alert(4)>', "ok", uri=str(src), out=str(src),
                                          style=hostile_style, t=400)])
-    text = REP.html_report(out, RID)
+    text = _page_text(out)
     for raw in (HOSTILE_ID, "<img src=x", "<svg", 'onerror="alert(2)"'):
         assert raw not in text, raw
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
@@ -201,13 +212,13 @@ def test_user_data_is_escaped(tmp_path):
 
 def test_pairs_are_capped_and_evenly_sampled(tmp_path):
     out, _ = make_run(tmp_path, 30)
-    page = _Page(REP.html_report(out, RID, pairs=7))
+    page = _Page(_page_text(out, pairs=7))
     assert len(page.pairs) == 7
     assert "Showing 7 of 30 ok outputs" in page.texts["sampled"]
     ids = [c.split(" · ")[0] for c in page.captions]
     assert ids[0] == "p000" and ids[-1] == "p029" and ids == sorted(ids)
 
-    none = REP.html_report(out, RID, pairs=0)
+    none = _page_text(out, pairs=0)
     assert 'class="pair"' not in none and "Showing 0 of 30" in none and "</html>" in none
 
 
@@ -216,14 +227,14 @@ def test_retried_output_appears_once(tmp_path):
     again = _row("p001", "ok", uri=str(tmp_path / "src" / "p001.jpg"), out=str(Path(out) / "cyberpunk" / "p001.png"),
                  t=500)
     R.write_results_part(out, RID, [again])
-    page = _Page(REP.html_report(out, RID))
+    page = _Page(_page_text(out))
     assert [c.split(" · ")[0] for c in page.captions] == ["p000", "p001", "p002"]
 
 
 def test_run_without_ok_rows_or_metrics(tmp_path):
     out = str(tmp_path / "out")
     R.write_results_part(out, RID, [_row("e0", "error", uri="/x", out="/y", error="nope")])
-    text = REP.html_report(out, RID)
+    text = _page_text(out)
     assert "No ok outputs." in text and "n/a (no metrics.json)" in text and 'id="grid"' not in text
 
 
@@ -258,7 +269,7 @@ def test_html_report_on_s3(s3_server, s3_prefix, tmp_path):
         rows.append(_row(f"p{i}", "ok", uri=src, out=dst, t=i))
     rows.append(_row("p9", "ok", uri=f"{s3_prefix}/src/gone.jpg", out=f"{out}/cyberpunk/p9.jpg", t=9))
     R.write_results_part(out, RID, rows)
-    uri = REP.write_html_report(out, RID)
+    uri = _write_page(out)
     assert uri == f"{out}/_runs/{RID}/report.html"
     page = _Page(storage.read_bytes(uri).decode("utf-8"))
     assert len(page.pairs) == 4 and sum(s.startswith("data:image/jpeg") for s in page.srcs) == 6
@@ -289,7 +300,7 @@ def _browse(path: str, profile: Path, fragment: str = "") -> tuple[_Page, list[s
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium); .ci/run installs it")
 def test_report_pages_cleanly_in_headless_chromium(tmp_path):
     out, _ = make_run(tmp_path, 30)
-    path = REP.write_html_report(out, RID, per_page=24)
+    path = _write_page(out, per_page=24)
 
     page, console = _browse(path, tmp_path / "profile")
     assert console == []
@@ -314,17 +325,17 @@ def test_report_pages_cleanly_in_headless_chromium(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# contact sheet with headers (jobs/evaluate.py's grid)
+# contact sheet with headers (tools/evaluate.py's grid)
 # --------------------------------------------------------------------------------------------
 
 
 def test_contact_sheet_with_header_row_column_and_empty_cells():
-    pad, lab, t = REP.CONTACT_PAD, REP.CONTACT_LABEL_H, 32
+    pad, lab, t = CS.CONTACT_PAD, CS.CONTACT_LABEL_H, 32
     red, blue = np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)
     red[..., 0], blue[..., 2] = 255, 255
     grey = np.full((20, 20, 3), 128, np.uint8)
     cells = [("", red), ("", None), ("", blue), ("", red)]  # 2 photos x 2 styles, one missing output
-    sheet = REP.contact_sheet(cells, thumb=t, columns=2, column_headers=[("s1", grey), ("s2", grey)],
+    sheet = CS.contact_sheet(cells, thumb=t, columns=2, column_headers=[("s1", grey), ("s2", grey)],
                               row_headers=[("c1", grey), ("c2", grey)], title=["adain", "rows: content"])
     assert sheet.shape == (3 * (t + lab) + 4 * pad, 3 * t + 4 * pad, 3)
 
@@ -334,12 +345,12 @@ def test_contact_sheet_with_header_row_column_and_empty_cells():
 
     assert (at(0, 1) == 128).all() and (at(2, 0) == 128).all()  # style across, photos down
     assert (at(1, 1) == (255, 0, 0)).all() and (at(2, 1) == (0, 0, 255)).all()
-    assert (at(1, 2) == REP.CONTACT_BG).all()  # the missing output leaves its cell empty
+    assert (at(1, 2) == CS.CONTACT_BG).all()  # the missing output leaves its cell empty
     corner = at(0, 0)
-    assert (corner == REP.CONTACT_HEADER_BG).any() and corner.max() > 200  # title text on the header shade
+    assert (corner == CS.CONTACT_HEADER_BG).any() and corner.max() > 200  # title text on the header shade
     with pytest.raises(ValueError, match="one tile per column"):
-        REP.contact_sheet(cells, thumb=t, columns=2, column_headers=[("s1", grey)])
+        CS.contact_sheet(cells, thumb=t, columns=2, column_headers=[("s1", grey)])
     with pytest.raises(ValueError, match="one tile per row"):
-        REP.contact_sheet(cells, thumb=t, columns=2, row_headers=[("c1", grey)])
+        CS.contact_sheet(cells, thumb=t, columns=2, row_headers=[("c1", grey)])
     with pytest.raises(ValueError, match="corner"):
-        REP.contact_sheet(cells, thumb=t, columns=2, title=["x"])
+        CS.contact_sheet(cells, thumb=t, columns=2, title=["x"])

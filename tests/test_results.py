@@ -11,14 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from stylebatch.reports import report as REP
+from stylebatch.reports import contact_sheet as CS
 from stylebatch.io import results as R
 from stylebatch.io.results import (
     RESULT_SCHEMA, STATUSES, RunMetrics, coerce_results, completed_index, list_runs, make_run_id,
     read_metrics, read_results, refresh_index_snapshot, run_dir, write_index_snapshot,
     write_metrics, write_results_part,
 )
-from stylebatch.reports.report import contact_sheet, report, summarize
+from stylebatch.reports.contact_sheet import contact_sheet
+from stylebatch.reports.report import report
+from stylebatch.reports.run import Run
+from stylebatch.reports.summary import summary_text
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 21, 22, 0, 0, tzinfo=UTC)
@@ -303,11 +306,11 @@ def test_pandas_and_duckdb_read_results(tmp_path):
     assert got == [("error", 1), ("ok", 4), ("skipped", 1)]
 
 
-def test_summarize_text(tmp_path):
+def test_summary_text(tmp_path):
     out = str(tmp_path)
     rid = "r1"
     write_results_part(out, rid, _metric_rows())
-    text = summarize(out, rid)
+    text = summary_text(Run(out, rid))
     assert "rows: 6  ok: 4  error: 1  skipped: 1" in text
     assert "throughput: n/a" in text
     assert "p50 250.0 ms" in text and "max 400.0 ms" in text
@@ -315,7 +318,7 @@ def test_summarize_text(tmp_path):
     assert re.search(r"ink\s+1\s+0\s+0\s+1", text)
     assert "img-5: boom: decode failed" in text
     write_metrics(out, rid, RunMetrics(rid).add(_metric_rows()).finish(4.0, {}, {}))
-    assert "throughput: 1.00 images/s" in summarize(out, rid)
+    assert "throughput: 1.00 images/s" in summary_text(Run(out, rid))
 
 
 def test_contact_sheet_layout_and_pixels():
@@ -325,7 +328,7 @@ def test_contact_sheet_layout_and_pixels():
     grey = np.full((10, 10), 90, np.uint8)  # greyscale accepted, upscaled to 32x32
     imgs = [("red", red), ("", wide), ("grey", grey), ("r2", red), ("r3", red)]
     sheet = contact_sheet(imgs, thumb=32, columns=3)
-    pad, lab = REP.CONTACT_PAD, REP.CONTACT_LABEL_H
+    pad, lab = CS.CONTACT_PAD, CS.CONTACT_LABEL_H
     assert sheet.shape == (2 * (32 + lab) + 3 * pad, 3 * 32 + 4 * pad, 3) and sheet.dtype == np.uint8
 
     def tile(i):
@@ -338,14 +341,14 @@ def test_contact_sheet_layout_and_pixels():
     assert label0.max() > 150  # text was drawn
     img1, label1 = tile(1)
     assert (img1[16, :] == 200).all()  # the wide image's middle row
-    assert (img1[:10] == REP.CONTACT_BG).all() and (img1[-10:] == REP.CONTACT_BG).all()
-    assert (label1 == REP.CONTACT_BG).all()  # empty label draws nothing
+    assert (img1[:10] == CS.CONTACT_BG).all() and (img1[-10:] == CS.CONTACT_BG).all()
+    assert (label1 == CS.CONTACT_BG).all()  # empty label draws nothing
     img2, _ = tile(2)
     assert (img2 == 90).all()
     # the sixth cell of the 3x2 grid is empty background
     r, c = divmod(5, 3)
     x0, y0 = pad + c * (32 + pad), pad + r * (32 + lab + pad)
-    assert (sheet[y0 : y0 + 32 + lab, x0 : x0 + 32] == REP.CONTACT_BG).all()
+    assert (sheet[y0 : y0 + 32 + lab, x0 : x0 + 32] == CS.CONTACT_BG).all()
     with pytest.raises(ValueError):
         contact_sheet([])
     with pytest.raises(ValueError, match="uint8"):
@@ -369,7 +372,7 @@ def test_report_writes_contact_sheet(tmp_path):
     assert "ok: 4" in text and "error: 1" in text
     assert uri == f"{run_dir(out, rid)}/contact_sheet.jpg"
     sheet = np.asarray(Image.open(uri).convert("RGB")).astype(int)
-    pad, lab = REP.CONTACT_PAD, REP.CONTACT_LABEL_H
+    pad, lab = CS.CONTACT_PAD, CS.CONTACT_LABEL_H
     assert sheet.shape == (2 * (64 + lab) + 3 * pad, 2 * 64 + 3 * pad, 3)
     # Tiles are in image-id order: red, green, blue; centre pixels survive JPEG.
     centres = [(pad + 32, pad + 32), (pad + 32, 2 * pad + 64 + 32), (2 * pad + 64 + lab + 32, pad + 32)]

@@ -86,7 +86,7 @@ from stylebatch.models.gatys import REFERENCE_ITERATIONS
 from stylebatch.models.gatys import STYLE_LAYERS as GRAM_LAYERS
 from stylebatch.models.losses import gram, mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
-from stylebatch.reports import report as run_report
+from stylebatch.reports import contact_sheet as sheets
 from stylebatch.styles import catalog as style_lookup
 from stylebatch.styles import presets
 from tools import datasets
@@ -390,7 +390,7 @@ def contact_sheet(contents: dict[str, np.ndarray], styles: dict[str, np.ndarray]
     """Header row: the style images; first column: the contents; cells: the method's outputs
     (stylebatch's one contact sheet, with headers)."""
     cnames, snames = list(contents), list(styles)
-    return run_report.contact_sheet(
+    return sheets.contact_sheet(
         [("", outputs.get((c, s))) for c in cnames for s in snames], thumb=cell, columns=len(snames),
         column_headers=[(Path(s).stem, styles[s]) for s in snames],
         row_headers=[(Path(c).stem, contents[c]) for c in cnames],
