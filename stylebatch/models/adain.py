@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stylebatch.models import runtime
+from stylebatch.models import runtime, tiling
 from stylebatch.models.checkpoints import WeightsError, load_state_dict_file
 from stylebatch.models.losses import mean_std
 from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, VGG19Encoder, load_vgg19
@@ -82,7 +82,7 @@ class AdaINDecoder(nn.Module):
 
 def adain(content_feat: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor) -> torch.Tensor:
     """Normalise content features per channel, then give them the style's mean/std (fp32)."""
-    c_mean, c_std = mean_std(content_feat)
+    c_mean, c_std = tiling.global_stat(lambda: mean_std(content_feat))  # the whole picture's, when tiled
     return (content_feat.float() - c_mean) / c_std * style_std + style_mean
 
 
@@ -182,7 +182,9 @@ class AdaINStylizer:
 
     def __init__(self, *, encoder_weights: Optional[str] = None, decoder_weights: Optional[str] = None,
                  device: str = "auto", precision: str = "auto", cache_size: int = 32,
-                 max_style_size: int = 512, max_batch: int = 8, palette_strength: float = 0.5):
+                 max_style_size: int = 512, max_batch: int = 8, palette_strength: float = 0.5,
+                 tiles: Optional[tiling.TilePlan] = None):
+        self.tiles = tiles or tiling.TilePlan()
         decoder_source = decoder_weights or default_decoder_path()
         decoder_state = load_state_dict_file(decoder_source)
         check_weights_pair(encoder_weights, decoder_weights, decoder_layout(decoder_state))
@@ -245,7 +247,7 @@ class AdaINStylizer:
         colors = colors if self.palette_strength else None
         return runtime.map_in_batches(images, self.device, max_batch or self.max_batch,
                                       lambda x: self._stylize_tensor(x, style_mean, style_std, alpha, preserve_color,
-                                                                     colors))
+                                                                     colors), tiles=self.tiles)
 
     def _stylize_tensor(self, content: torch.Tensor, style_mean, style_std, alpha: float, preserve_color: bool,
                         colors=None):

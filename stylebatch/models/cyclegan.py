@@ -16,7 +16,7 @@ import re
 import torch
 from torch import nn
 
-from stylebatch.models.published import PublishedStylizer, shape_of
+from stylebatch.models.published import InstanceNorm, PublishedStylizer, shape_of
 
 NAME = "cyclegan"
 
@@ -25,8 +25,8 @@ class _ResnetBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim),
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), InstanceNorm(dim), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), InstanceNorm(dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,14 +36,14 @@ class _ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     def __init__(self, ngf: int = 64, blocks: int = 9):
         super().__init__()
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), InstanceNorm(ngf), nn.ReLU(True)]
         for mult in (1, 2):
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
-                       nn.InstanceNorm2d(ngf * mult * 2), nn.ReLU(True)]
+                       InstanceNorm(ngf * mult * 2), nn.ReLU(True)]
         layers += [_ResnetBlock(ngf * 4) for _ in range(blocks)]
         for mult in (4, 2):
             layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(ngf * mult // 2), nn.ReLU(True)]
+                       InstanceNorm(ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 

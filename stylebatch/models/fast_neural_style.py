@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylebatch.models.published import PublishedStylizer, shape_of
+from stylebatch.models.published import InstanceNorm, PublishedStylizer, shape_of
 
 NAME = "fast-neural-style"
 
@@ -39,8 +39,8 @@ class _Conv(nn.Module):
 class _Residual(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.conv1, self.in1 = _Conv(channels, channels, 3), nn.InstanceNorm2d(channels, affine=True)
-        self.conv2, self.in2 = _Conv(channels, channels, 3), nn.InstanceNorm2d(channels, affine=True)
+        self.conv1, self.in1 = _Conv(channels, channels, 3), InstanceNorm(channels, affine=True)
+        self.conv2, self.in2 = _Conv(channels, channels, 3), InstanceNorm(channels, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.in2(self.conv2(F.relu(self.in1(self.conv1(x)))))
@@ -50,14 +50,14 @@ class TransformerNet(nn.Module):
     def __init__(self, width: int = 32, blocks: int = 5):
         super().__init__()
         c1, c2, c3 = width, 2 * width, 4 * width
-        self.conv1, self.in1 = _Conv(3, c1, 9), nn.InstanceNorm2d(c1, affine=True)
-        self.conv2, self.in2 = _Conv(c1, c2, 3, stride=2), nn.InstanceNorm2d(c2, affine=True)
-        self.conv3, self.in3 = _Conv(c2, c3, 3, stride=2), nn.InstanceNorm2d(c3, affine=True)
+        self.conv1, self.in1 = _Conv(3, c1, 9), InstanceNorm(c1, affine=True)
+        self.conv2, self.in2 = _Conv(c1, c2, 3, stride=2), InstanceNorm(c2, affine=True)
+        self.conv3, self.in3 = _Conv(c2, c3, 3, stride=2), InstanceNorm(c3, affine=True)
         for i in range(1, blocks + 1):
             setattr(self, f"res{i}", _Residual(c3))
         self.blocks = blocks
-        self.deconv1, self.in4 = _Conv(c3, c2, 3, upsample=True), nn.InstanceNorm2d(c2, affine=True)
-        self.deconv2, self.in5 = _Conv(c2, c1, 3, upsample=True), nn.InstanceNorm2d(c1, affine=True)
+        self.deconv1, self.in4 = _Conv(c3, c2, 3, upsample=True), InstanceNorm(c2, affine=True)
+        self.deconv2, self.in5 = _Conv(c2, c1, 3, upsample=True), InstanceNorm(c1, affine=True)
         self.deconv3 = _Conv(c1, 3, 9)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from stylebatch.models import runtime
+from stylebatch.models import runtime, tiling
 from stylebatch.models.checkpoints import WeightsError, load_weights_bytes, read_weights_file
 
 # Instance-norm buffers that files saved by older PyTorch releases carry (instance norm then tracked
 # running statistics by default); the networks normalise by each picture's own statistics, so
 # these are never read.
 STALE_NORM_KEYS = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same parameters and keys) that takes the whole picture's statistics
+    while the picture runs in tiles (``tiling``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not tiling.taping():
+            return super().forward(x)
+        y = tiling.instance_norm(x, self.eps)
+        if self.affine:
+            y = y * self.weight.to(y.dtype)[:, None, None] + self.bias.to(y.dtype)[:, None, None]
+        return y
 
 
 def state_dict_of(record, ref: str, what: str) -> dict[str, torch.Tensor]:
@@ -68,8 +81,10 @@ class PublishedStylizer:
     stride = 4
 
     def __init__(self, *, device: str = "auto", precision: str = "auto",
-                 read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 8, max_batch: int = 8):
+                 read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 8, max_batch: int = 8,
+                 tiles: Optional[tiling.TilePlan] = None):
         self.device = runtime.pick_device(device)
+        self.tiles = tiles or tiling.TilePlan(multiple=8)
         self.precision = runtime.pick_precision(precision, self.device)
         self.read_bytes = read_bytes or (lambda ref: read_weights_file(ref, f"{self.what} weights file"))
         self.cache_size = cache_size
@@ -123,5 +138,5 @@ class PublishedStylizer:
                 y = runtime.keep_content_color(y, x)
             return alpha * y + (1.0 - alpha) * x if alpha < 1.0 else y
 
-        return runtime.map_in_batches(images, self.device, self.max_batch, run)
+        return runtime.map_in_batches(images, self.device, self.max_batch, run, tiles=self.tiles)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from stylebatch.models import tiling
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -78,10 +81,11 @@ def check_alpha(alpha: float) -> float:
 
 
 def map_in_batches(images: Sequence[np.ndarray], device: torch.device, max_batch: int,
-                   fn: Callable[[torch.Tensor], torch.Tensor]) -> list[np.ndarray]:
+                   fn: Callable[[torch.Tensor], torch.Tensor], tiles: Optional[tiling.TilePlan] = None) -> list[np.ndarray]:
     """Check each HxWx3 uint8 image, run same-sized ones through ``fn`` (NCHW [0,1] in, same out)
     in batches of up to ``max_batch`` (on CPU one at a time), and return uint8 images in the input
-    order."""
+    order. With ``tiles``, a picture larger than one tile runs alone, tile by tile
+    (``tiling.run_tiled``: bounded memory, the whole picture's statistics)."""
     for i, img in enumerate(images):
         check_image(img, f"image {i}")
     if device.type == "cpu":
@@ -93,7 +97,11 @@ def map_in_batches(images: Sequence[np.ndarray], device: torch.device, max_batch
     by_size: dict[tuple, list[int]] = collections.defaultdict(list)
     for i, img in enumerate(images):
         by_size[img.shape].append(i)
-    for idxs in by_size.values():
+    for size, idxs in by_size.items():
+        if tiles is not None and tiles.needed(*size[:2]):
+            for i in idxs:
+                out[i] = to_images(tiling.run_tiled(fn, to_tensor([images[i]], device), tiles))[0]
+            continue
         for start in range(0, len(idxs), max_batch):
             chunk = idxs[start:start + max_batch]
             for i, arr in zip(chunk, to_images(fn(to_tensor([images[i] for i in chunk], device)))):
@@ -162,13 +170,15 @@ def match_color(content: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]
     out = []
     for xi in x:
         # One pixel has no covariance (torch.cov gives NaN): treat it as flat.
-        cov_c = (torch.cov(xi.T) if xi.shape[0] > 1 else torch.zeros(3, 3, device=xi.device)) + eye
-        mu_c = xi.mean(0)
+        # The content's statistics are the whole picture's when it runs in tiles (tiling.global_stat).
+        cov_c, mu_c = tiling.global_stat(lambda: (
+            (torch.cov(xi.T) if xi.shape[0] > 1 else torch.zeros(3, 3, device=xi.device)) + eye, xi.mean(0)))
         matched = (xi - mu_c) @ (_sqrtm(cov_c, -0.5) @ _sqrtm(cov_s + eye, 0.5)) + mu_s
         if keep_luma:
             luma = RGB_TO_Y.to(xi.device)
             y_in, y_matched = xi @ luma, matched @ luma
-            matched = matched + keep_luma * ((y_in - y_in.mean()) - (y_matched - y_matched.mean()))[:, None]
+            y_in_mean, y_matched_mean = tiling.global_stat(lambda: (y_in.mean(), y_matched.mean()))
+            matched = matched + keep_luma * ((y_in - y_in_mean) - (y_matched - y_matched_mean))[:, None]
         out.append(strength * matched + (1.0 - strength) * xi)
     n, _, h, w = content.shape
     y = torch.stack(out).reshape(n, h, w, 3).permute(0, 3, 1, 2).clamp(0, 1)
