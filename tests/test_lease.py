@@ -2,7 +2,8 @@
 disk and on SeaweedFS (TestS3*: the s3 tier, set automatically by the s3_server fixture).
 
 Races are run both between threads (many at once, several rounds) and between processes started
-for the same instant; crashes are real SIGKILLs of a holder process."""
+for the same instant; crashes are real SIGKILLs of a holder process. Expiry and waiting run on a
+FakeClock (the lease's clock and sleep are parameters): a ttl passes without being waited out."""
 
 from __future__ import annotations
 
@@ -23,12 +24,17 @@ from stylebatch.io.lease import LeaseHeld, LeaseInfo, LeaseUnreadable
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A run in its own process: acquire at the given instant, report on stdout, then either hold until
-# killed ("hold") or until stdin closes ("race").
+# A run in its own process: acquire at once ("hold": then hold until killed), or ("race") say it is
+# ready, read the instant to acquire at from stdin, acquire then and hold until stdin closes; report
+# the result on stdout.
 _WORKER = r"""
 import json, os, sys, time
 from stylebatch.io import lease
-out, run_id, mode, start_at, ttl = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+out, run_id, mode, ttl = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+start_at = 0.0
+if mode == "race":
+    print(json.dumps({"ready": True}), flush=True)
+    start_at = float(sys.stdin.readline())
 delay = start_at - time.time()
 if delay > 0:
     time.sleep(delay)
@@ -46,7 +52,7 @@ held.release()
 """
 
 
-def _spawn(out: str, run_id: str, *, mode: str = "hold", start_at: float | None = None, ttl: float = 60.0,
+def _spawn(out: str, run_id: str, *, mode: str = "hold", ttl: float = 60.0,
            host: str | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -54,7 +60,7 @@ def _spawn(out: str, run_id: str, *, mode: str = "hold", start_at: float | None 
     if host is not None:
         env[lease.HOST_ENV] = host
     return subprocess.Popen(
-        [sys.executable, "-c", _WORKER, out, run_id, mode, repr(start_at or 0.0), repr(ttl)],
+        [sys.executable, "-c", _WORKER, out, run_id, mode, repr(ttl)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
 
 
@@ -80,6 +86,33 @@ def _wait_dead(pid: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"pid {pid} still alive after SIGKILL")
+
+
+class FakeClock:
+    """The lease's clock (epoch seconds, starting now) and sleep: sleeping advances it at once."""
+
+    def __init__(self) -> None:
+        self.now = float(round(time.time()))  # whole seconds: the lease record keeps times to 1 ms
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+
+def _until(condition, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds (a bound against hanging, not a timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {condition}")
+        time.sleep(0.02)
 
 
 def _cleanup(*procs: subprocess.Popen) -> None:
@@ -205,9 +238,13 @@ class _Cases:
             got[0].release()
 
     def test_two_processes_started_at_the_same_instant(self, out):
-        start_at = time.time() + 4.0  # both interpreters are up and waiting well before
-        procs = [_spawn(out, f"run-{i}", mode="race", start_at=start_at) for i in range(2)]
+        procs = [_spawn(out, f"run-{i}", mode="race") for i in range(2)]
         try:
+            assert all(_report(p)["ready"] for p in procs)  # both interpreters are up and waiting
+            start_at = time.time() + 1.0
+            for p in procs:
+                p.stdin.write(f"{start_at!r}\n")
+                p.stdin.flush()
             reports = [_report(p) for p in procs]
             assert all(r["on_time"] for r in reports), reports  # else the race was not simultaneous
             assert abs(reports[0]["t"] - reports[1]["t"]) < 0.25, reports
@@ -253,25 +290,31 @@ class _Cases:
             _cleanup(holder)
 
     def test_holder_on_another_host_is_taken_over_only_after_expiry(self, out):
-        ttl = 2.0
+        ttl = 60.0
         holder = _spawn(out, "remote-run", ttl=ttl, host="other-host")
         try:
             assert _report(holder)["result"] == "acquired"
             holder.kill()
             holder.wait(timeout=30)
-            info = lease.read_lease(out)
-            assert info.host == "other-host"
-            with pytest.raises(LeaseHeld) as exc:
-                lease.acquire(out, "local-run", ttl=ttl)
-            assert "remote-run" in str(exc.value) and "host other-host" in str(exc.value)
-            assert "still running" not in str(exc.value)
-            waits: list[LeaseInfo] = []
-            with lease.output_lease(out, "local-run", ttl=ttl, wait=True, poll=0.2, on_wait=waits.append) as got:
-                assert time.time() >= info.expires_at
-                assert got.took_over_reason == "expired" and got.took_over.run_id == "remote-run"
-            assert waits and waits[0].run_id == "remote-run"
         finally:
             _cleanup(holder)
+        info = lease.read_lease(out)
+        assert info.host == "other-host"
+        clock = FakeClock()
+        clock.now = info.expires_at - 1.0  # its process is gone, but we cannot see that host
+        with pytest.raises(LeaseHeld) as exc:
+            lease.acquire(out, "local-run", ttl=ttl, clock=clock, sleep=clock.sleep)
+        assert "remote-run" in str(exc.value) and "host other-host" in str(exc.value)
+        assert "still running" not in str(exc.value)
+        clock.now = info.expires_at - 25.0
+        waits: list[LeaseInfo] = []
+        with lease.output_lease(out, "local-run", ttl=ttl, wait=True, poll=10.0, on_wait=waits.append,
+                                clock=clock, sleep=clock.sleep) as got:
+            assert clock() > info.expires_at
+            assert got.took_over_reason == "expired" and got.took_over.run_id == "remote-run"
+        # polled every 10 s, then woke up just after the expiry rather than a whole poll later
+        assert clock.slept[:2] == [10.0, 10.0] and 5.0 <= clock.slept[2] < 5.1, clock.slept
+        assert len(waits) == 3 and all(w.run_id == "remote-run" for w in waits)
 
     def test_force_breaks_a_live_lease_and_the_old_holder_learns_it(self, out):
         a = lease.acquire(out, "run-a", ttl=30)
@@ -330,32 +373,44 @@ class _Cases:
 
     def test_wait_proceeds_when_the_holder_releases(self, out):
         a = lease.acquire(out, "run-a", ttl=30)
-        timer = threading.Timer(1.0, a.release)
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:  # run-a finishes during run-b's second wait
+            slept.append(seconds)
+            if len(slept) == 2:
+                a.release()
+
         seen: list[LeaseInfo] = []
-        t0 = time.monotonic()
-        timer.start()
         try:
-            with lease.output_lease(out, "run-b", wait=True, poll=0.1, ttl=30, on_wait=seen.append) as b:
-                waited = time.monotonic() - t0
+            with lease.output_lease(out, "run-b", wait=True, poll=0.1, ttl=30, on_wait=seen.append,
+                                    sleep=sleep) as b:
                 assert b.took_over is None  # a clean handover, not a takeover
+                assert lease.read_lease(out).token == b.token
         finally:
-            timer.cancel()
             a.release()
-        assert 0.8 < waited < 10, waited
-        assert seen and all(h.run_id == "run-a" for h in seen)
+        assert slept == [0.1, 0.1]
+        assert len(seen) == 2 and all(h.run_id == "run-a" for h in seen)
 
     def test_heartbeat_extends_the_expiry(self, out):
-        ttl = 1.0
-        with lease.output_lease(out, "run-a", ttl=ttl) as a:
+        ttl = 1.0  # a heartbeat every 0.25 s of real time
+        clock = FakeClock()
+        with lease.output_lease(out, "run-a", ttl=ttl, clock=clock) as a:
             first = lease.read_lease(out)
-            time.sleep(2.5 * ttl)  # well past the first expiry
-            now = lease.read_lease(out)
-            assert now.token == first.token
-            assert now.heartbeat_at > first.heartbeat_at and now.expires_at > first.expires_at
-            assert now.expires_at > time.time()
-            with pytest.raises(LeaseHeld):
-                lease.acquire(out, "run-b", ttl=ttl)
-            assert not a.lost
+            for _ in range(2):
+                clock.advance(2.5 * ttl)  # well past the last expiry
+                _until(lambda: lease.read_lease(out).heartbeat_at == clock())  # the next heartbeat
+                now = lease.read_lease(out)
+                assert now.token == first.token
+                assert now.expires_at == clock() + ttl
+                with pytest.raises(LeaseHeld, match="still running"):
+                    lease.acquire(out, "run-b", ttl=ttl, clock=clock)
+            assert not a.lost and a.info.expires_at == clock() + ttl
+            a._stop.set()  # the heartbeat stops (as if its thread hung) ...
+            a._thread.join()
+            clock.advance(ttl + 0.5)  # ... and the lease of a live process expires all the same
+            with lease.output_lease(out, "run-b", ttl=ttl, clock=clock) as b:
+                assert b.took_over_reason == "expired" and b.took_over.run_id == "run-a"
+            assert a.renew() is False and a.lost
 
     def test_unreadable_lease_is_reported_and_force_breaks_it(self, out):
         uri = lease.lease_uri(out)

@@ -39,6 +39,10 @@ raises :class:`LeaseUnreadable` naming the object, and ``force`` breaks it.
 
 Expiry compares the holder's recorded wall-clock time with ours, so hosts sharing an output need
 clocks synchronised to well within the ttl (NTP is plenty for the default 120 s).
+
+The clock and the sleep are parameters of :func:`acquire` (``clock=time.time``, ``sleep=time.sleep``;
+the held lease keeps the clock for its heartbeats), so tests can let a ttl pass without waiting it
+out. The heartbeat thread's interval is always real time.
 """
 
 from __future__ import annotations
@@ -296,7 +300,8 @@ class Lease:
     ``lost`` becomes True when a heartbeat finds that another run has taken the lease."""
 
     def __init__(self, output: str, uri: str, info: LeaseInfo, fingerprint: str, *,
-                 took_over: Optional[LeaseInfo] = None, took_over_reason: Optional[str] = None):
+                 took_over: Optional[LeaseInfo] = None, took_over_reason: Optional[str] = None,
+                 clock: Callable[[], float] = time.time):
         self.output = output
         self.uri = uri
         self.info = info
@@ -304,6 +309,7 @@ class Lease:
         self.took_over_reason = took_over_reason
         self.lost_reason: Optional[str] = None
         self._fingerprint = fingerprint
+        self._clock = clock
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._released = False
@@ -344,7 +350,7 @@ class Lease:
         with self._lock:
             if self._released or self._lost.is_set():
                 return False
-            new = self.info.renewed(time.time())
+            new = self.info.renewed(self._clock())
 
             def put() -> None:
                 self._fingerprint = storage.replace_if_match(self.uri, new.to_bytes(), self._fingerprint,
@@ -374,7 +380,7 @@ class Lease:
             if current.token == self.token:
                 self._fingerprint, self.info = fp, current
                 return True
-            self._mark_lost(f"taken over by {current.describe()}")
+            self._mark_lost(f"taken over by {current.describe(self._clock())}")
             return False
 
     @staticmethod
@@ -432,7 +438,8 @@ class Lease:
                     return
                 if current.token != self.token:
                     log.error("%s", storage.redact(
-                        f"not releasing the lease on {self.output}: it was taken over by {current.describe()}"))
+                        f"not releasing the lease on {self.output}: it was taken over by "
+                        f"{current.describe(self._clock())}"))
                     return
             log.error("%s", storage.redact(f"could not release the lease {self.uri}: it keeps changing"))
 
@@ -451,9 +458,9 @@ class Lease:
 # --------------------------------------------------------------------------------------------
 
 
-def _held_message(output: str, uri: str, holder: LeaseInfo, status: str) -> str:
+def _held_message(output: str, uri: str, holder: LeaseInfo, status: str, now: float) -> str:
     status = f"; {status}" if status else ""
-    return (f"output {output} is in use by {holder.describe()}{status}. Lease object: {uri}. "
+    return (f"output {output} is in use by {holder.describe(now)}{status}. Lease object: {uri}. "
             "Use --wait to wait for that run to finish, or --force to break its lease "
             "(only if you know it is no longer writing).")
 
@@ -485,10 +492,12 @@ def _verdict(holder: LeaseInfo, me: LeaseInfo, now: float) -> tuple[Optional[str
 
 
 def acquire(output: str, run_id: str, *, wait: bool = False, force: bool = False, ttl: float = DEFAULT_TTL,
-            poll: float = 2.0, on_wait: Optional[Callable[[LeaseInfo], None]] = None) -> Lease:
+            poll: float = 2.0, on_wait: Optional[Callable[[LeaseInfo], None]] = None,
+            clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> Lease:
     """Take the lease on ``output`` for ``run_id`` and start its heartbeat (see the module doc).
     Raises LeaseHeld / LeaseUnreadable, or StorageError when the store fails. The caller must
-    ``release()`` it; :func:`output_lease` does that."""
+    ``release()`` it; :func:`output_lease` does that. ``clock`` (epoch seconds) and ``sleep`` are
+    for tests; the lease uses ``clock`` for its heartbeats too."""
     if wait and force:
         raise ValueError("wait and force contradict each other: wait for the running job, or break its lease")
     if not ttl > 0:
@@ -514,9 +523,10 @@ def acquire(output: str, run_id: str, *, wait: bool = False, force: bool = False
             return None
         if current.token != token:
             log.warning("%s", storage.redact(f"lease {uri}: our write was replaced at once by "
-                                             f"{current.describe()} (does the store honour conditional writes?)"))
+                                             f"{current.describe(clock())} (does the store honour conditional "
+                                             "writes?)"))
             return None
-        lease = Lease(shown, uri, current, now_fp, **kw)
+        lease = Lease(shown, uri, current, now_fp, clock=clock, **kw)
         lease._start()
         return lease
 
@@ -527,8 +537,8 @@ def acquire(output: str, run_id: str, *, wait: bool = False, force: bool = False
     while True:
         quick += 1
         if quick > 3:  # the object keeps changing under us: do not spin
-            time.sleep(random.uniform(0.05, 0.2))
-        rec = record(time.time())
+            sleep(random.uniform(0.05, 0.2))
+        rec = record(clock())
         try:
             fp = storage.create_exclusive(uri, rec.to_bytes(), content_type="application/json")
         except storage.AlreadyExistsError:
@@ -554,10 +564,10 @@ def acquire(output: str, run_id: str, *, wait: bool = False, force: bool = False
                 problem = str(exc)
         if holder is not None and holder.token == token:
             # Our own create/replace went through on a retried request.
-            lease = Lease(shown, uri, holder, fp, **attempted)
+            lease = Lease(shown, uri, holder, fp, clock=clock, **attempted)
             lease._start()
             return lease
-        now = time.time()
+        now = clock()
         identity = holder.token if holder is not None else f"object {fp}"
         reason: Optional[str] = None
         note = ""
@@ -591,7 +601,7 @@ def acquire(output: str, run_id: str, *, wait: bool = False, force: bool = False
             return lease
         assert holder is not None
         if not wait:
-            raise LeaseHeld(_held_message(shown, uri, holder, note), uri=uri, holder=holder)
+            raise LeaseHeld(_held_message(shown, uri, holder, note, now), uri=uri, holder=holder)
         if on_wait is not None:
             on_wait(holder)
         elif waits % 30 == 0:
@@ -599,16 +609,19 @@ def acquire(output: str, run_id: str, *, wait: bool = False, force: bool = False
         waits += 1
         quick = 0
         # Wake up at the expiry if that comes before the next poll.
-        time.sleep(max(0.01, min(poll, holder.expires_at - now + 0.01)))
+        sleep(max(0.01, min(poll, holder.expires_at - now + 0.01)))
 
 
 @contextmanager
 def output_lease(output: str, run_id: str, *, wait: bool = False, force: bool = False, ttl: float = DEFAULT_TTL,
-                 poll: float = 2.0, on_wait: Optional[Callable[[LeaseInfo], None]] = None) -> Iterator[Lease]:
+                 poll: float = 2.0, on_wait: Optional[Callable[[LeaseInfo], None]] = None,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> Iterator[Lease]:
     """Hold the lease on ``output`` for the duration of the block (see :func:`acquire`); it is
     released on exit, also on an exception. Check ``lease.lost`` (or ``lease.check()``) at points
     where writing on after a forced takeover would do harm."""
-    lease = acquire(output, run_id, wait=wait, force=force, ttl=ttl, poll=poll, on_wait=on_wait)
+    lease = acquire(output, run_id, wait=wait, force=force, ttl=ttl, poll=poll, on_wait=on_wait, clock=clock,
+                    sleep=sleep)
     try:
         yield lease
     finally:
