@@ -1,4 +1,5 @@
-"""tools.evaluate on synthetic held-out sets: scores, summary, contact sheet, decoder choice."""
+"""tools.evaluate on synthetic held-out sets, and the scores of stylebatch.evaluation: scores,
+summary, contact sheet, decoder choice, torch's thread count restored."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tools import datasets, evaluate
+from stylebatch.evaluation import scores
+from stylebatch.evaluation.scorer import Scorer, inner_margin
 from stylebatch.reports import contact_sheet as sheets
+from tools import datasets, evaluate
 from tests.helpers import photo, write_photo
 
 CONTENTS = datasets.HOLDOUT_PHOTOS[:2]
@@ -56,7 +59,7 @@ def test_scores_every_held_out_pair_and_writes_a_contact_sheet(holdout, shipped_
         assert Image.open(saved).size == (64, 48)
         # Lossless: the saved file is the scored output, so scoring it again gives the same figures.
         photo = evaluate.load_resized(holdout / "photos" / row["content"], 64)
-        assert evaluate.structure_score(np.asarray(Image.open(saved)), photo) == pytest.approx(
+        assert scores.structure_score(np.asarray(Image.open(saved)), photo) == pytest.approx(
             row["methods"]["adain"]["structure"], abs=1e-6)
     means = report["summary"]["methods"]
     # The shipped decoder moves the output's feature statistics towards the painting's.
@@ -89,9 +92,9 @@ def test_acceptance_compares_with_gatys_and_caches_it(holdout, shipped_decoder, 
     assert acc["passed"] == (ratios["style"] <= 1.5 and ratios["content"] <= 1.5 and ratios["structure"] >= 0.8)
     # The style loss split by layer: its terms add up to it, and each has its own ratio to Gatys.
     for method in ("adain", "gatys100"):
-        scores = report["pairs"][0]["methods"][method]
-        assert list(scores["style_layers"]) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
-        assert sum(scores["style_layers"].values()) == pytest.approx(scores["style"], rel=1e-6)
+        got = report["pairs"][0]["methods"][method]
+        assert list(got["style_layers"]) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+        assert sum(got["style_layers"].values()) == pytest.approx(got["style"], rel=1e-6)
     layers = {m: means[m]["style_layers"] for m in ("adain", "gatys100")}
     assert ratios["style_layers"] == pytest.approx({k: layers["adain"][k] / layers["gatys100"][k] for k in layers["adain"]})
     assert len(set(ratios["style_layers"].values())) == 4  # one ratio per layer, not the total's repeated
@@ -118,11 +121,11 @@ def test_contact_sheet_puts_styles_across_and_photos_down():
 def test_structure_score_tells_the_photo_from_an_unrelated_one():
     a, b = photo(96, 128, 1), photo(96, 128, 2)
     blurred = np.asarray(Image.fromarray(a).resize((64, 48)).resize((128, 96)))
-    assert evaluate.structure_score(a, a) == pytest.approx(1.0)
-    assert evaluate.structure_score(blurred, a) > 0.5
-    assert abs(evaluate.structure_score(b, a)) < 0.3
+    assert scores.structure_score(a, a) == pytest.approx(1.0)
+    assert scores.structure_score(blurred, a) > 0.5
+    assert abs(scores.structure_score(b, a)) < 0.3
     noise = np.random.default_rng(0).integers(0, 256, a.shape, dtype=np.uint8)
-    assert abs(evaluate.structure_score(noise, a)) < 0.1
+    assert abs(scores.structure_score(noise, a)) < 0.1
 
 
 def test_face_score_reads_the_outlines_inside_the_face_box_only():
@@ -130,15 +133,15 @@ def test_face_score_reads_the_outlines_inside_the_face_box_only():
     a flat patch over a small face, the face score does; outside the box nothing counts."""
     a, b = photo(192, 256, 1), photo(192, 256, 2)
     box = (0.375, 0.25, 0.5, 0.417)  # 32 x 32 px at (96, 48); the edits below reach 8 px beyond it
-    assert evaluate.face_score(a, a, box) == pytest.approx(1.0)
+    assert scores.face_score(a, a, box) == pytest.approx(1.0)
     patched = a.copy()
     patched[40:88, 88:136] = patched[40:88, 88:136].mean((0, 1)).astype(np.uint8)  # the face a flat patch
-    assert evaluate.structure_score(patched, a) > 0.7
-    assert abs(evaluate.face_score(patched, a, box)) < 0.1
+    assert scores.structure_score(patched, a) > 0.7
+    assert abs(scores.face_score(patched, a, box)) < 0.1
     elsewhere = b.copy()
     elsewhere[40:88, 88:136] = a[40:88, 88:136]  # only the face kept, the rest another photo
-    assert evaluate.face_score(elsewhere, a, box) == pytest.approx(1.0)
-    assert abs(evaluate.structure_score(elsewhere, a)) < 0.2
+    assert scores.face_score(elsewhere, a, box) == pytest.approx(1.0)
+    assert abs(scores.structure_score(elsewhere, a)) < 0.2
 
 
 def test_held_out_faces_are_boxes_in_held_out_photos():
@@ -153,19 +156,19 @@ def test_layout_score_tells_a_kept_tonal_layout_from_outlines_alone():
     yy, xx = np.mgrid[0:96, 0:128]
     face = ((yy - 48) ** 2 + (xx - 64) ** 2 < 30 ** 2)
     img = np.repeat(np.where(face, 200, 60)[..., None], 3, axis=2).astype(np.uint8)
-    assert evaluate.layout_score(img, img) == pytest.approx(1.0)
+    assert scores.layout_score(img, img) == pytest.approx(1.0)
     darker = (img * 0.5 + 20).astype(np.uint8)  # a dark style: the same layout at half contrast
-    assert evaluate.layout_score(darker, img) == pytest.approx(0.5, abs=0.01)
-    assert evaluate.layout_score(255 - img, img) == pytest.approx(-1.0, abs=0.01)
+    assert scores.layout_score(darker, img) == pytest.approx(0.5, abs=0.01)
+    assert scores.layout_score(255 - img, img) == pytest.approx(-1.0, abs=0.01)
     faint = (np.full(img.shape, 100.0) + 0.05 * img).astype(np.uint8)  # a trace of it
-    assert evaluate.layout_score(faint, img) < 0.1
+    assert scores.layout_score(faint, img) < 0.1
     # the outline only, in one tone inside and out (what "structure" still scores well)
     outline = np.full_like(img, 100)
     ring = face ^ ((yy - 48) ** 2 + (xx - 64) ** 2 < 28 ** 2)
     outline[ring] = 0
-    assert evaluate.structure_score(outline, img) > 0.5
-    assert evaluate.layout_score(outline, img) < 0.1
-    assert evaluate.layout_score(np.full_like(img, 90), img) == 0.0
+    assert scores.structure_score(outline, img) > 0.5
+    assert scores.layout_score(outline, img) < 0.1
+    assert scores.layout_score(np.full_like(img, 90), img) == 0.0
 
 
 def test_colour_score_tells_kept_region_hues_in_any_palette_from_unrelated_ones():
@@ -176,13 +179,13 @@ def test_colour_score_tells_kept_region_hues_in_any_palette_from_unrelated_ones(
     suit = (np.abs(xx - 64) < 28) & (yy > 30)
     img = np.where(suit[..., None], [230, 120, 40], [40, 70, 160]).astype(np.uint8)
     img = np.clip(img + np.random.default_rng(1).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-    assert evaluate.colour_score(img, img) == pytest.approx(1.0, abs=1e-6)
+    assert scores.colour_score(img, img) == pytest.approx(1.0, abs=1e-6)
     palette = np.clip(img[..., [1, 2, 0]] * 0.6 + 40, 0, 255).astype(np.uint8)  # another palette, same regions
-    assert evaluate.colour_score(palette, img) > 0.95
+    assert scores.colour_score(palette, img) > 0.95
     tiles = np.random.default_rng(2).integers(0, 256, (12, 16, 3))  # one random colour per 8x8 block
     unrelated = np.kron(tiles, np.ones((8, 8, 1))).astype(np.uint8)
-    assert evaluate.colour_score(unrelated, img) < 0.2
-    assert evaluate.colour_score(np.repeat(img.mean(2, keepdims=True), 3, 2).astype(np.uint8), img) == 0.0
+    assert scores.colour_score(unrelated, img) < 0.2
+    assert scores.colour_score(np.repeat(img.mean(2, keepdims=True), 3, 2).astype(np.uint8), img) == 0.0
 
 
 @pytest.mark.heavy
@@ -209,6 +212,20 @@ def test_a_decoder_from_train_decoder_needs_no_encoder_option(holdout, shipped_d
     default = evaluate.main(args + ["--out", str(tmp_path / "a")])
     chosen = evaluate.main(args + ["--out", str(tmp_path / "b"), "--decoder-weights", str(copy)])
     assert chosen["pairs"][0]["methods"]["adain"]["style"] == default["pairs"][0]["methods"]["adain"]["style"]
+
+
+def test_threads_are_the_callers_again_after_main(holdout, tmp_path):
+    """--threads sets torch's thread count for the evaluation only: the caller's is back when main
+    returns, and when it exits with an error."""
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    args = ["--methods", "baseline", "--size", "48", "--limit-pairs", "1", "--threads", str(other)]
+    report = evaluate.main(args + ["--out", str(tmp_path / "a")])
+    assert report["config"]["threads"] == other and len(report["pairs"]) == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(SystemExit, match="unknown"):
+        evaluate.main(args + ["--styles", "nope", "--out", str(tmp_path / "b")])
+    assert torch.get_num_threads() == before
 
 
 def test_no_held_out_images_is_a_clear_error(tmp_path, monkeypatch):
@@ -259,13 +276,13 @@ def test_encode_scores_what_the_job_delivers(holdout, tmp_path):
 def test_style_inside_the_margin_ignores_a_frame_and_agrees_on_an_even_texture():
     """A frame painted in the outer margin moves the whole picture's style loss, not the loss
     inside the margin; on a texture that is the same all over, the two agree."""
-    scorer = evaluate.Scorer(torch.device("cpu"))
+    scorer = Scorer(torch.device("cpu"))
     painting = _painting(128, 128, seed=7)
     target = scorer.style_target(painting)
     texture = _painting(96, 128, seed=7)          # the painting's own stripes, same colours
     content = scorer.content_target(texture)
     framed = texture.copy()
-    m = evaluate.inner_margin(framed)
+    m = inner_margin(framed)
     assert m == 4
     framed[:m - 1], framed[-(m - 1):], framed[:, :m - 1], framed[:, -(m - 1):] = 255, 255, 255, 255
     plain, boxed = scorer.score(texture, content, target), scorer.score(framed, content, target)
@@ -279,13 +296,13 @@ def test_style_inside_the_margin_ignores_a_frame_and_agrees_on_an_even_texture()
 def test_repainting_the_margin_changes_only_the_margin_and_buys_style():
     """The probe changes no pixel inside the margin, and the few pixels it may change lower the
     whole picture's style loss: what a thin frame can buy."""
-    scorer = evaluate.Scorer(torch.device("cpu"))
+    scorer = Scorer(torch.device("cpu"))
     target = scorer.style_target(_painting(128, 128, seed=7))
     yy, xx = np.mgrid[0:96, 0:128]
     smooth = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], -1).astype(np.uint8)  # a gradient, no stripes
     content = scorer.content_target(smooth)
     out = scorer.repaint_margin(smooth, target, iterations=10)
-    m = evaluate.inner_margin(smooth)
+    m = inner_margin(smooth)
     assert out.shape == smooth.shape and out.dtype == np.uint8
     assert np.array_equal(out[m:-m, m:-m], smooth[m:-m, m:-m])
     assert np.abs(out.astype(int) - smooth).max() > 20                 # the margin was repainted
@@ -308,6 +325,6 @@ def test_a_reflection_padded_scorer_sees_a_crop_of_the_style_as_the_style():
     crop = painting[40:104, 40:104]
     losses_by = {}
     for padding in ("zeros", "reflect"):
-        scorer = evaluate.Scorer(torch.device("cpu"), padding)
+        scorer = Scorer(torch.device("cpu"), padding)
         losses_by[padding] = scorer.score(crop, scorer.content_target(crop), scorer.style_target(painting))["style"]
     assert losses_by["reflect"] < 0.5 * losses_by["zeros"]

