@@ -102,7 +102,7 @@ def mem(monkeypatch):
 
 
 def test_schemes_are_listed_once_in_the_registry(mem):
-    assert storage.SUPPORTED_SCHEMES == ("file", "s3", "mem")
+    assert tuple(storage.BACKENDS) == ("file", "s3", "mem")
     assert storage.supported_locations() == "local paths, file://, s3://, mem://"
     with pytest.raises(storage.UnsupportedSchemeError, match=r"supported: file://, s3://, mem:// or a local path"):
         storage.parse_uri("gs://bucket/x")

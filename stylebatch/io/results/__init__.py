@@ -20,41 +20,27 @@ This package's namespace is the results API; its modules hold one role each:
 from __future__ import annotations
 
 from stylebatch.io.results.index import (
-    CompletedIndex,
     completed_index,
     fold_finished_runs,
     read_index_snapshot,
     refresh_index_snapshot,
     write_index_snapshot,
 )
-from stylebatch.io.results.layout import (
-    INDEX_NAME,
-    RUNS_DIR,
-    index_uri,
-    list_runs,
-    make_run_id,
-    metrics_uri,
-    results_dir,
-    run_dir,
-)
+from stylebatch.io.results.layout import list_runs, make_run_id, metrics_uri, results_dir, run_dir
 from stylebatch.io.results.metrics import RunMetrics, collect_versions, read_metrics, write_metrics
 from stylebatch.io.results.parts import COMPACTED_PREFIX, compact_run, read_results, write_results_part
 from stylebatch.io.results.schema import RESULT_SCHEMA, STATUSES, coerce_results, result_columns
 
 __all__ = [
     "COMPACTED_PREFIX",
-    "INDEX_NAME",
     "RESULT_SCHEMA",
-    "RUNS_DIR",
     "STATUSES",
-    "CompletedIndex",
     "RunMetrics",
     "coerce_results",
     "collect_versions",
     "compact_run",
     "completed_index",
     "fold_finished_runs",
-    "index_uri",
     "list_runs",
     "make_run_id",
     "metrics_uri",

@@ -63,7 +63,6 @@ from stylebatch.io.storage.uri import absolute, is_relative, is_within, join, ou
 __all__ = [
     "BACKENDS",
     "Backend",
-    "SUPPORTED_SCHEMES",
     "StorageError",
     "NotFoundError",
     "AccessDeniedError",
@@ -104,9 +103,3 @@ __all__ = [
     "iter_parquet_tables",
     "write_parquet_table",
 ]
-
-
-def __getattr__(name: str):
-    if name == "SUPPORTED_SCHEMES":  # kept for callers of the old constant; follows BACKENDS
-        return tuple(BACKENDS)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
