@@ -41,6 +41,7 @@ class JobConfig:
     output_quality: int = 90
     max_size: Optional[int] = 1024
     max_pixels: int = images.DEFAULT_MAX_PIXELS
+    style_scale: float = 1.0           # the style's marks this many times larger (the model runs at size / scale)
     overwrite: bool = False
     strict: bool = False               # a row that cannot run stops the whole run (exit 2) instead of failing alone
     batch_size: int = 8
@@ -76,6 +77,8 @@ class JobConfig:
             raise ValueError(f"--format must be one of {', '.join(images.OUTPUT_FORMATS)}, got {self.output_format!r}")
         if not 1 <= self.output_quality <= 100:
             raise ValueError(f"--jpeg-quality must be within 1..100, got {self.output_quality}")
+        if not 0.125 <= self.style_scale <= 16:
+            raise ValueError(f"--style-scale must be within [0.125, 16], got {self.style_scale}")
         if self.max_size is not None and self.max_size < 8:
             raise ValueError(f"--max-size must be at least 8 pixels, got {self.max_size}")
         if self.gpu not in GPU_MODES:
@@ -133,6 +136,8 @@ JOB_OPTIONS: tuple[JobOption, ...] = (
     JobOption("output_format", flag="--format", help="output image format", choices=tuple(images.OUTPUT_FORMATS)),
     JobOption("output_quality", flag="--jpeg-quality", help="encoder quality for jpeg/webp"),
     JobOption("max_size", "longer side of outputs (0 = keep input size)", zero_means_none=True),
+    JobOption("style_scale", "size of the style's marks relative to the picture: the model runs at the "
+              "output size divided by this and its result is resized back (1 = at full size)"),
     JobOption("overwrite", "redo rows already written OK"),
     JobOption("strict", "refuse the whole manifest (exit 2, nothing written) if any row cannot run; "
               "default: such rows become error rows and the rest run"),

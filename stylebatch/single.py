@@ -12,7 +12,7 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
                 alpha: Optional[float] = None, preserve_color: Optional[bool] = None, quality: Optional[str] = None,
                 max_size: Optional[int] = 1024, iterations: int = 100, device: str = "auto",
                 precision: str = "auto", encoder_weights: Optional[str] = None,
-                decoder_weights: Optional[str] = None, jpeg_quality: int = 92) -> dict:
+                decoder_weights: Optional[str] = None, jpeg_quality: int = 92, style_scale: float = 1.0) -> dict:
     """Stylize ``content_uri`` with a preset, catalog style or style image and write ``out_uri``
     (format from its extension). Returns what was done, with timings."""
     from stylebatch.models import registry
@@ -31,7 +31,9 @@ def stylize_one(content_uri: str, out_uri: str, *, style: str = "cyberpunk", sty
                                     decoder_weights=decoder_weights, premium_iterations=iterations,
                                     read_bytes=catalog.read_network)
     registry.check(options, [kind.name])
-    out = registry.build(kind.name, options).stylize([img], resolved, alpha=alpha, preserve_color=preserve_color)[0]
+    model = registry.build(kind.name, options)
+    out = images.stylize_at_scale(lambda xs: model.stylize(xs, resolved, alpha=alpha, preserve_color=preserve_color),
+                                  [img], style_scale)[0]
     t2 = time.perf_counter()
     storage.write_bytes(out_uri, out_format.encode(out, jpeg_quality), content_type=out_format.content_type)
     return {"output": out_uri, "style": resolved.name, "quality": quality, "model": kind.name, "alpha": alpha,

@@ -35,7 +35,8 @@ def _everything_set() -> JobConfig:
     """A config where every option differs from its default."""
     values = {"output": "s3://b/out", "style": "ukiyo", "style_image": "s3://b/brand.jpg",
               "style_catalog": "s3://b/styles.yaml", "alpha": 0.25, "preserve_color": True, "quality": "premium",
-              "output_format": "png", "output_quality": 77, "max_size": None, "overwrite": True, "strict": True,
+              "output_format": "png", "output_quality": 77, "max_size": None, "style_scale": 2.5, "overwrite": True,
+              "strict": True,
               "batch_size": 3, "premium_iterations": 12, "device": "cpu", "precision": "bf16", "gpu": "never",
               "max_actors": 2, "encoder_weights": "/w/enc.pth", "decoder_weights": "/w/dec.pth", "run_id": "r-1",
               "wait": True, "force": False, "train_style": True, "train_steps": 33}

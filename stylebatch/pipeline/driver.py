@@ -71,7 +71,7 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, s
         # big would be put in the object store by Ray itself, which then warns that an actor
         # restart could lose them. This reference lives as long as the driver's plan.
         fn_constructor_kwargs={"model_kind": kind, "options": cfg.model_options(), "styles_ref": styles_ref,
-                               "threads": sizing.threads, "run_id": run_id},
+                               "threads": sizing.threads, "run_id": run_id, "style_scale": cfg.style_scale},
     )
     return ds.map_batches(write_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
                           fn_kwargs={"out_uri": cfg.output, "run_id": run_id, "fmt": cfg.output_format,

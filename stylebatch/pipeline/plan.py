@@ -40,6 +40,8 @@ def _params_key(style: catalog.ResolvedStyle, alpha: float, preserve: bool, qual
     """Everything that changes the output pixels; a change means the row is redone."""
     parts = [style.key, f"{alpha:.4f}", str(bool(preserve)), quality, cfg.output_format, str(cfg.output_quality),
              str(cfg.max_size), _model_id(cfg, kind, style)]
+    if cfg.style_scale != 1.0:  # (at 1, the keys of runs made before the option existed still match)
+        parts.append(f"scale={cfg.style_scale:g}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

@@ -116,9 +116,10 @@ class StylizeStage:
     its own row; a crash of the whole process is handled with the run's CrashJournal."""
 
     def __init__(self, *, model_kind: str, options: registry.ModelOptions, styles: dict, threads: int = 0,
-                 journal: Optional[CrashJournal] = None):
+                 journal: Optional[CrashJournal] = None, style_scale: float = 1.0):
         import torch
 
+        self.style_scale = style_scale
         if threads:
             torch.set_num_threads(threads)
         self.styles = styles
@@ -127,7 +128,8 @@ class StylizeStage:
         self.node = socket.gethostname() + ":" + str(os.getpid())
 
     def _run_model(self, imgs: list, style, alpha: float, preserve: bool) -> list:
-        return self.model.stylize(imgs, style, alpha=alpha, preserve_color=preserve)
+        return images.stylize_at_scale(
+            lambda xs: self.model.stylize(xs, style, alpha=alpha, preserve_color=preserve), imgs, self.style_scale)
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["image_id"])
@@ -188,11 +190,11 @@ class StylizeActor(StylizeStage):
     passes the reference rather than resolving it) and the journal is the run's named actor."""
 
     def __init__(self, *, model_kind: str, options: registry.ModelOptions, styles_ref: list, threads: int,
-                 run_id: str):
+                 run_id: str, style_scale: float = 1.0):
         import ray
 
         super().__init__(model_kind=model_kind, options=options, styles=ray.get(styles_ref[0]), threads=threads,
-                         journal=CrashJournal.for_run(run_id))
+                         journal=CrashJournal.for_run(run_id), style_scale=style_scale)
 
 
 # --------------------------------------------------------------------------------------------
