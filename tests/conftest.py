@@ -10,11 +10,16 @@ SeaweedFS notes that matter here:
 * A graceful SIGTERM takes ~17 s (the filer waits 15 s for gRPC streams), hence SIGKILL after
   a short grace. A restart on the same data dir is ready in ~3 s with a 1 s raft election
   timeout (the 10 s default makes restarts take ~17 s).
+
+And an autouse fixture, ``_torch_global_state``, that keeps one test's torch settings out of the
+next: it restores torch's process-wide state after every test and fails (an error at teardown) a
+test that changed a setting without putting it back, naming the setting.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.abc
 import json
 import os
 import random
@@ -22,11 +27,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["pytester"]  # tests/test_conftest.py runs pytest on small test files
 
 ADMIN_KEY = "stylebatch-admin"
 ADMIN_SECRET = "stylebatch-admin-secret-0123456789"
@@ -304,3 +312,136 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.ray)
         if not uses_s3 and not uses_ray and item.get_closest_marker("heavy") is None:
             item.add_marker(pytest.mark.unit)
+
+
+# --------------------------------------------------------------------------------------------
+# torch's process-wide state: restored after every test, and a test that leaks it fails
+# --------------------------------------------------------------------------------------------
+#
+# Settings (thread counts, default dtype and device, grad mode, backend flags) are compared after
+# each test with their values before it: a test that changed one and did not put it back fails at
+# teardown, naming it, and the value is restored so later tests do not inherit it. The RNG state is
+# restored silently (any random draw advances it). The module does not import torch: when torch is
+# not loaded before a test, the values are taken the moment a test first imports it.
+
+
+def _torch_settings(torch) -> dict:
+    """name -> (value, setter or None when it cannot be set back)."""
+    b = torch.backends
+
+    def interop(n):
+        torch.set_num_interop_threads(n)  # RuntimeError once inter-op work has started
+
+    settings = {
+        "torch.get_num_threads()": (torch.get_num_threads(), torch.set_num_threads),
+        "torch.get_num_interop_threads()": (torch.get_num_interop_threads(), interop),
+        "torch.get_default_dtype()": (torch.get_default_dtype(), torch.set_default_dtype),
+        "torch.is_grad_enabled()": (torch.is_grad_enabled(), torch.set_grad_enabled),
+        "torch.is_inference_mode_enabled()": (torch.is_inference_mode_enabled(), None),
+        "torch.is_anomaly_enabled()": (torch.is_anomaly_enabled(), torch.set_anomaly_enabled),
+        "torch.are_deterministic_algorithms_enabled()": (
+            (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
+            lambda v: torch.use_deterministic_algorithms(v[0], warn_only=v[1])),
+        "torch.get_float32_matmul_precision()": (torch.get_float32_matmul_precision(),
+                                                 torch.set_float32_matmul_precision),
+    }
+    if hasattr(torch, "get_default_device"):
+        settings["torch.get_default_device()"] = (torch.get_default_device(), torch.set_default_device)
+    for flag in ("cudnn.enabled", "cudnn.benchmark", "cudnn.deterministic", "cudnn.allow_tf32",
+                 "mkldnn.enabled", "cuda.matmul.allow_tf32"):
+        owner_name, attr = flag.rsplit(".", 1)
+        owner = b
+        for part in owner_name.split("."):
+            owner = getattr(owner, part)
+        settings[f"torch.backends.{flag}"] = (getattr(owner, attr),
+                                              lambda v, owner=owner, attr=attr: setattr(owner, attr, v))
+    return settings
+
+
+class _TorchSnapshot:
+    def __init__(self, torch):
+        self.torch = torch
+        self.settings = _torch_settings(torch)
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    def restore(self) -> list[str]:
+        """Put everything back; the settings that had changed, as "name: before -> after" lines."""
+        torch = self.torch
+        leaks = []
+        now = _torch_settings(torch)
+        for name, (before, setter) in self.settings.items():
+            after = now[name][0]
+            if after == before:
+                continue
+            note = ""
+            try:
+                if setter is None:
+                    raise RuntimeError("cannot be set back")
+                setter(before)
+            except RuntimeError as exc:
+                note = f" (not restored: {exc})"
+            leaks.append(f"{name}: {before!r} before the test, {after!r} after{note}")
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        return leaks
+
+
+class _SnapshotOnImport(importlib.abc.MetaPathFinder):
+    """Takes a _TorchSnapshot as soon as ``import torch`` has run (before the test can change
+    anything), without importing torch for tests that never do."""
+
+    def __init__(self):
+        self.snapshot: _TorchSnapshot | None = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        real, hook = spec.loader, self
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return real.create_module(spec)
+
+            def exec_module(self, module):
+                module.__spec__.loader = module.__loader__ = real
+                real.exec_module(module)
+                hook.snapshot = _TorchSnapshot(module)
+
+        spec.loader = Loader()
+        return spec
+
+
+@pytest.fixture(autouse=True)
+def _torch_global_state():
+    """Restore torch's global state after the test; fail the test if it changed a setting (not the
+    RNG) without restoring it. A test that changes one on purpose restores it itself (try/finally,
+    or a fixture)."""
+    torch = sys.modules.get("torch")
+    hook = None
+    if torch is not None:
+        snapshot = _TorchSnapshot(torch)
+    else:
+        hook = _SnapshotOnImport()
+        sys.meta_path.insert(0, hook)
+    try:
+        yield
+    finally:
+        if hook is not None:
+            sys.meta_path.remove(hook)
+            snapshot = hook.snapshot
+    if snapshot is None:
+        return  # torch was not imported
+    leaks = snapshot.restore()
+    if leaks:
+        pytest.fail("the test changed torch's global state and did not restore it (restored now for the "
+                    "tests after it):\n  " + "\n  ".join(leaks), pytrace=False)
