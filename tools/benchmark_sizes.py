@@ -29,14 +29,14 @@ import json, resource, sys, time
 import numpy as np
 from PIL import Image
 from stylebatch.models import registry, tiling
-from stylebatch.styles.catalog import resolve_style
+from stylebatch.styles.catalog import read_network, resolve_style
 import dataclasses
 src, out, kind, style_name, tile = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 img = np.asarray(Image.open(src).convert("RGB"))
 style = resolve_style(style_name)
 if kind == "adain":
     style = dataclasses.replace(style, network=None)
-model = registry.build(kind, registry.ModelOptions(device="cpu"))
+model = registry.build(kind, registry.ModelOptions(device="cpu", read_bytes=read_network))
 if tile == 0:  # whole: a plan whose one tile holds any picture
     model.tiles = tiling.TilePlan(tile=1 << 20, halo=8, blend=8)
 t0 = time.perf_counter()

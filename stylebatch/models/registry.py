@@ -48,6 +48,35 @@ class ModelOptions:
 
 
 @dataclass(frozen=True)
+class MemoryNeed:
+    """Peak memory of a process running one picture of ``pixels``: ``base`` (the process with its model
+    loaded), ``per_active_pixel`` for the activations of what runs at once (the whole picture, or,
+    where the kind tiles, at most one tile with its halo: ``active_limit`` pixels) and ``per_pixel``
+    for the picture's own buffers (its uint8 and float copies, the tiled output's sums). Measured
+    on CPU with ``python -m tools.benchmark_sizes``; bytes."""
+
+    base: int
+    per_active_pixel: int
+    per_pixel: int = 64
+    active_limit: Optional[int] = 1216 * 1216  # the default tile (1024) with its halo (96)
+
+    def bytes_for(self, pixels: int) -> int:
+        active = pixels if self.active_limit is None else min(pixels, self.active_limit)
+        return self.base + self.per_active_pixel * active + self.per_pixel * pixels
+
+    def largest_pixels(self, budget: int) -> int:
+        """The largest picture whose need fits ``budget`` bytes (0 if none does)."""
+        if budget <= self.base:
+            return 0
+        if self.active_limit is not None and self.bytes_for(self.active_limit) <= budget:
+            return int(self.active_limit + (budget - self.bytes_for(self.active_limit)) // self.per_pixel)
+        return int((budget - self.base) // (self.per_active_pixel + self.per_pixel))
+
+
+_MB = 1 << 20
+
+
+@dataclass(frozen=True)
 class ModelKind:
     name: str
     quality: str                                     # the --quality it serves
@@ -57,6 +86,7 @@ class ModelKind:
     check: Callable[[ModelOptions], None]
     # The file a style names, checked on the driver before any work (None: the kind reads no such file).
     check_style: Optional[Callable[[Stylizer, StyleLike], None]] = None
+    memory: MemoryNeed = MemoryNeed(base=800 * _MB, per_active_pixel=800)
 
 
 def _build_adain(opts: ModelOptions) -> Stylizer:
@@ -82,13 +112,8 @@ def _build_network(opts: ModelOptions) -> Stylizer:
 def _build_gatys(opts: ModelOptions) -> Stylizer:
     from stylebatch.models.gatys import GatysStylizer
 
-    # The AdaIN model it may start from uses the same weights as the fast path (built lazily when default).
-    adain = _build_adain(opts) if (opts.encoder_weights or opts.decoder_weights) else None
-    # Premium starts from the photo moved half-way to the style's colours, single scale: chosen by
-    # measurement against Gatys from the photo (weights README). Fully recoloured, the start had the
-    # best style loss but lost structure at 512 px; the fast output or coarse-to-fine lost more.
-    return GatysStylizer(device=opts.device, precision=opts.precision, iterations=opts.premium_iterations,
-                         adain=adain, init="palette", coarse_to_fine=False, palette_strength=0.5)
+    # Its defaults are premium's start and scales (the gatys module's docstring says why).
+    return GatysStylizer(device=opts.device, precision=opts.precision, iterations=opts.premium_iterations)
 
 
 def _build_fast_neural_style(opts: ModelOptions) -> Stylizer:
@@ -131,13 +156,18 @@ def _no_check(opts: ModelOptions) -> None:
 
 # Order matters within a quality: the first kind that serves a style runs it.
 MODEL_KINDS: tuple[ModelKind, ...] = (
-    ModelKind("network", "fast", _has_network, _build_network, _no_check, _check_network_style),
+    ModelKind("network", "fast", _has_network, _build_network, _no_check, _check_network_style,
+              MemoryNeed(base=640 * _MB, per_active_pixel=480)),
     ModelKind("fast-neural-style", "fast", lambda style: _model(style) == "fast-neural-style",
-              _build_fast_neural_style, _no_check, _check_published_style),
+              _build_fast_neural_style, _no_check, _check_published_style,
+              MemoryNeed(base=720 * _MB, per_active_pixel=400)),
     ModelKind("cyclegan", "fast", lambda style: _model(style) == "cyclegan", _build_cyclegan, _no_check,
-              _check_published_style),
-    ModelKind("adain", "fast", _has_images, _build_adain, _check_adain),
-    ModelKind("gatys", "premium", _has_images, _build_gatys, _check_adain),
+              _check_published_style, MemoryNeed(base=760 * _MB, per_active_pixel=400)),
+    ModelKind("adain", "fast", _has_images, _build_adain, _check_adain,
+              memory=MemoryNeed(base=820 * _MB, per_active_pixel=820)),
+    # Gatys optimises the whole picture at once: its activations and their gradients grow with it.
+    ModelKind("gatys", "premium", _has_images, _build_gatys, _check_adain,
+              memory=MemoryNeed(base=1040 * _MB, per_active_pixel=2200, active_limit=None)),
 )
 KINDS = {k.name: k for k in MODEL_KINDS}
 QUALITIES: tuple[str, ...] = tuple(dict.fromkeys(k.quality for k in MODEL_KINDS))

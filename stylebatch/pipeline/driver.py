@@ -26,10 +26,16 @@ from stylebatch.io.lease import Lease, output_lease
 from stylebatch.models import registry
 from stylebatch.pipeline.faults import CrashJournal
 from stylebatch.pipeline.house_styles import prepare_house_styles
+from stylebatch.pipeline.memory import MemoryPlan, plan_memory
 from stylebatch.pipeline.plan import Plan, build_plan
 from stylebatch.pipeline.ray_runtime import init_ray
 from stylebatch.pipeline.resources import PoolSizing, size_pools
-from stylebatch.pipeline.stages import StylizeActor, fetch_batch, record_invalid_rows, write_batch
+from stylebatch.pipeline.stages import (
+    StylizeActor,
+    fetch_batch,
+    record_invalid_rows,
+    write_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ class RunSummary:
 
 
 def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, styles_ref: list,
-                 sizing: PoolSizing):
+                 sizing: PoolSizing, memory: MemoryPlan):
     # One block per model batch: images flow through the stages batch by batch (memory stays flat,
     # results commit as each batch finishes) instead of waiting for bigger blocks to fill. Premium
     # (an optimisation per image) commits every image or two.
@@ -57,7 +63,8 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, s
     blocks = [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(fetch_batch, batch_format="numpy", batch_size=None, num_cpus=sizing.task_cpus,
-                        fn_kwargs={"max_size": cfg.max_size, "max_pixels": cfg.max_pixels})
+                        memory=memory.fetch_bytes,
+                        fn_kwargs={"max_size": cfg.max_size, "max_pixels": cfg.max_pixels, "memory": memory})
     ds = ds.map_batches(
         StylizeActor,
         batch_format="numpy",
@@ -65,6 +72,9 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, s
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=sizing.actors),
         num_cpus=sizing.num_cpus,
         num_gpus=sizing.num_gpus,
+        # Planned from the largest picture the job admits (pipeline.memory): an actor waits for a
+        # node with that much free rather than dying there.
+        memory=memory.actor_bytes,
         # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
         # the CrashJournal makes sure a poisoned image cannot make that loop forever.
         # The styles (reference images: up to MBs) go in by reference: constructor arguments that
@@ -122,15 +132,18 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
 
     report_progress()
     kinds = [k.name for k in registry.MODEL_KINDS if k.name in set(table.column("model").to_pylist())]
-    node_cpus = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
-                    default=0.0) or None
+    alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    node_cpus = max((float(r.get("CPU", 0)) for r in alive), default=0.0) or None
+    node_memory = max((float(r.get("memory", 0)) for r in alive), default=0.0)
     sizing = size_pools(ray.cluster_resources(), max(1, len(kinds)), cfg.max_actors, node_cpus, gpu=cfg.gpu)
-    datasets = []
+    datasets, memory_plans = [], []
     for kind in kinds:
         sub = table.filter(pc.equal(table.column("model"), kind))
         names = set(sub.column("style").to_pylist())
         styles_ref = [ray.put({n: plan.styles[n] for n in names})]
-        datasets.append(_dataset_for(ray, sub, cfg, run_id, kind, styles_ref, sizing))
+        memory = plan_memory(kind, cfg, int(node_memory))
+        memory_plans.append(memory)
+        datasets.append(_dataset_for(ray, sub, cfg, run_id, kind, styles_ref, sizing, memory))
     if datasets:
         ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
@@ -142,6 +155,7 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     config["output"] = storage.redact(str(config["output"]))
     config["manifest"] = storage.redact(str(config["manifest"]))
     config["pool"] = dataclasses.asdict(sizing)
+    config["memory"] = [dataclasses.asdict(m) for m in memory_plans]
     config["plan"] = plan.counts
     out_metrics = metrics.finish(wall, config=config, versions=results.collect_versions())
     out_metrics["run_id"] = run_id

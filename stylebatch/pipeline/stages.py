@@ -21,6 +21,7 @@ import pyarrow as pa
 from stylebatch.io import images, results, storage
 from stylebatch.models import registry
 from stylebatch.pipeline.faults import CrashJournal, maybe_inject_fault
+from stylebatch.pipeline.memory import MemoryPlan, too_large
 from stylebatch.pipeline.plan import PLAN_COLUMNS
 
 _MAX_SOURCE_BYTES = 256 * 1024 * 1024
@@ -65,7 +66,8 @@ def _error_text(exc: BaseException) -> str:
                           else f"{type(exc).__name__}: {text}")
 
 
-def fetch_batch(batch: dict, *, max_size: Optional[int], max_pixels: int) -> dict:
+def fetch_batch(batch: dict, *, max_size: Optional[int], max_pixels: int,
+                memory: Optional[MemoryPlan] = None) -> dict:
     n = len(batch["image_id"])
     status = np.full(n, "pending", dtype=object)
     error = np.full(n, "", dtype=object)
@@ -88,6 +90,9 @@ def fetch_batch(batch: dict, *, max_size: Optional[int], max_pixels: int) -> dic
                 decoded = images.decode_image(data, max_pixels=max_pixels)
                 in_h[i], in_w[i] = decoded.shape[:2]
                 img = images.resize_to_max(decoded, max_size)
+                problem = memory and too_large(memory, *img.shape[:2])
+                if problem:  # no node could hold its model run: a row error, never a killed actor
+                    status[i], error[i], img = "error", problem, _EMPTY_IMAGE
         except Exception as exc:  # one bad row never fails the block
             status[i], error[i] = "error", _error_text(exc)
         read_ms[i] = (time.perf_counter() - t0) * 1000
