@@ -61,7 +61,8 @@ def test_statuses_and_schema():
     assert RESULT_SCHEMA.field("input_width").type == pa.int32()
     assert RESULT_SCHEMA.field("output_bytes").type == pa.int64()
     assert RESULT_SCHEMA.field("model_ms").type == pa.float64()
-    assert len(RESULT_SCHEMA) == 22
+    assert len(RESULT_SCHEMA) == 23
+    assert RESULT_SCHEMA.field("model").type == pa.string()
     assert RESULT_SCHEMA.field("worker").type == pa.string()
 
 
@@ -383,3 +384,20 @@ def test_report_writes_contact_sheet(tmp_path):
     write_results_part(out, empty_rid, [row(1, "error")])
     text, uri, _ = report(out, empty_rid)
     assert uri is None and "error: 1" in text
+
+
+def test_results_written_before_the_model_column_still_read(tmp_path):
+    import pyarrow.parquet as pq
+
+    from stylebatch.io import results as res
+
+    out = tmp_path / "out"
+    rows = coerce_results([{"image_id": "a", "uri": "a.jpg", "style": "ink", "quality": "fast", "model": "network",
+                            "output_uri": "o/a.jpg", "status": "ok", "run_id": "r1"}])
+    assert rows.column("model").to_pylist() == ["network"]
+    folder = out / "_runs" / "r1" / "results"
+    folder.mkdir(parents=True)
+    pq.write_table(rows.drop_columns(["model"]), folder / "part-old.parquet")  # a file from before the column
+    table = res.read_results(str(out), "r1")
+    assert table.num_rows == 1 and table.column("model").to_pylist() == [None]
+    assert table.column("image_id").to_pylist() == ["a"]

@@ -22,6 +22,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("uri", pa.string()),
         pa.field("style", pa.string()),
         pa.field("quality", pa.string()),
+        pa.field("model", pa.string()),  # the model kind that ran the row (registry.MODEL_KINDS)
         pa.field("output_uri", pa.string()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
