@@ -15,7 +15,9 @@ from stylebatch.models import registry
 
 # Over the measured need: allocator fragmentation, Ray's own worker overhead.
 HEADROOM = 1.25
-# A fetch task holds each picture of its batch decoded (3 bytes a pixel) and resized.
+# A fetch task: a Ray worker with the package imported, then each picture of its batch decoded
+# (3 bytes a pixel) and resized.
+FETCH_BASE = 160 * 2**20
 FETCH_BYTES_PER_PIXEL = 6
 
 
@@ -43,7 +45,7 @@ def plan_memory(kind: str, cfg: JobConfig, node_bytes: int) -> MemoryPlan:
         actor, limit = want, pixels
     else:
         actor, limit = int(node_bytes), need.largest_pixels(int(node_bytes / HEADROOM))
-    fetch = int(cfg.batch_size * min(pixels, limit or pixels) * FETCH_BYTES_PER_PIXEL * HEADROOM)
+    fetch = int((FETCH_BASE + cfg.batch_size * min(pixels, limit or pixels) * FETCH_BYTES_PER_PIXEL) * HEADROOM)
     return MemoryPlan(kind, actor, limit, int(node_bytes), min(fetch, int(node_bytes) or fetch))
 
 
