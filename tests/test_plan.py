@@ -59,3 +59,28 @@ def test_unknown_default_style_lists_available(tmp_path):
     with pytest.raises((ManifestError, StyleError)) as exc:
         build_plan(_cfg(tmp_path, manifest, style="vaporwave-9000"))
     assert "vaporwave-9000" in str(exc.value) and "ukiyo" in str(exc.value)
+
+
+def test_a_rows_style_may_be_an_image_uri(tmp_path):
+    from PIL import Image
+
+    from stylebatch.pipeline.plan import custom_style_name
+    from tests.helpers import photo, write_manifest, write_photo
+
+    painting = write_photo(tmp_path / "styles" / "painting.png", 64, 64, 9, fmt="PNG")
+    (tmp_path / "styles" / "notes.jpg").write_text("this is text, not a picture")
+    Image.fromarray(photo(1, 1, 3)).save(tmp_path / "styles" / "dot.png")
+    rows = [{"image_id": f"p{i}", "uri": str(write_photo(tmp_path / f"p{i}.jpg", 32, 32, i)), "style": s}
+            for i, s in enumerate([str(painting), f"file://{painting}", "ink", str(tmp_path / "styles" / "notes.jpg"),
+                                   str(tmp_path / "styles" / "dot.png"), str(tmp_path / "styles" / "gone.jpg")])]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    plan = build_plan(JobConfig(manifest=str(manifest), output=str(tmp_path / "out")))
+    table = plan.table.to_pylist()
+    assert table[0]["style"] == custom_style_name(str(painting)) and table[0]["model"] == "adain"
+    assert table[0]["output_uri"].startswith(str(tmp_path / "out" / custom_style_name(str(painting))))
+    assert table[1]["style"] == custom_style_name(f"file://{painting}") and table[1]["model"] == "adain"
+    assert table[2]["style"] == "ink" and table[2]["model"] == "network"
+    assert "cannot decode" in table[3]["plan_error"] and table[3]["output_uri"] is None
+    assert table[4]["model"] == "adain" and not table[4]["plan_error"]
+    assert "cannot read style image" in table[5]["plan_error"]
+    assert plan.styles[table[0]["style"]].images[0].shape == (64, 64, 3)

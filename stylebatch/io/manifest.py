@@ -193,13 +193,20 @@ class ManifestCheck:
 _DUPLICATE = "duplicate image_id"
 
 
+def looks_like_image_uri(value: Any) -> bool:
+    """A row's ``style`` that names an image (a path, ``file://`` or ``s3://`` URI) rather than a style."""
+    if not isinstance(value, str):
+        return False
+    return "://" in value or "/" in value or value.lower().rsplit(".", 1)[-1] in IMAGE_EXTENSIONS
+
+
 def check_manifest(table: pa.Table, *, known_styles: Collection[str] | None = None) -> ManifestCheck:
     """Check every row; never raises for content problems (see ``ManifestCheck``).
 
     Checks: required columns present and of string type; no null/empty image_id or uri; unique
     image_ids (the first of a repeated id is fine, later ones are the problem); image_ids usable
     as output file names (storage.output_uri accepts them); uri schemes supported; style in
-    ``known_styles`` (when given); alpha numeric in [0, 1]; quality in ``models.registry.QUALITIES``.
+    ``known_styles`` (when given) or an image URI; alpha numeric in [0, 1]; quality in ``models.registry.QUALITIES``.
     """
     names = table.column_names
     columns: dict[str, list[Any]] = {}
@@ -271,7 +278,8 @@ def check_manifest(table: pa.Table, *, known_styles: Collection[str] | None = No
         allowed = set(known_styles)
         listed = ", ".join(sorted(allowed)) if allowed else "none"
         for i, v in enumerate(styles):
-            if v is not None and v not in allowed:
+            # An image URI is a style of its own, read and checked when the run is planned.
+            if v is not None and v not in allowed and not looks_like_image_uri(v):
                 check.add(i, "unknown style", _row_label(i, ids, f"style {_fmt_value(v)}"),
                           f"unknown style {_fmt_value(v)} (available: {_capped(sorted(allowed))})",
                           tail=f" (available styles: {listed})")

@@ -62,10 +62,11 @@ def _model_id(cfg: JobConfig, kind: str, style: catalog.ResolvedStyle) -> str:
     return ident + (f"-gatys{cfg.premium_iterations}" if kind == "gatys" else "")
 
 
-def _resolve_styles(cfg: JobConfig, names: set[str]) -> tuple[dict, dict]:
+def _resolve_styles(cfg: JobConfig, names: set[str], image_styles: dict[str, str]) -> tuple[dict, dict]:
     """(name -> ResolvedStyle, name -> why it cannot be used). The job's own style (``--style`` /
     ``--style-image``) must resolve: a bad command line stops the run. A row's style that does
-    not resolve (a catalog entry whose image is gone) fails those rows, or the run with --strict."""
+    not resolve (a catalog entry whose image is gone, an unreadable style image: ``image_styles``
+    maps their names to their URIs) fails those rows, or the run with --strict."""
     user_catalog = catalog.StyleCatalog.load(cfg.style_catalog) if cfg.style_catalog else None
     out, broken = {}, {}
     for name in sorted(names):
@@ -75,7 +76,10 @@ def _resolve_styles(cfg: JobConfig, names: set[str]) -> tuple[dict, dict]:
                 out[name] = catalog.with_network(out[name], cfg.style_network)
             continue
         try:
-            out[name] = catalog.resolve_style(name, catalog=user_catalog)
+            if name in image_styles:
+                out[name] = catalog.style_from_image(image_styles[name], name=name)
+            else:
+                out[name] = catalog.resolve_style(name, catalog=user_catalog)
         except catalog.StyleError as exc:
             if name == cfg.style or cfg.strict:
                 raise
@@ -131,8 +135,12 @@ def build_plan(cfg: JobConfig, *, checked: Optional[tuple[pa.Table, manifest.Man
         cfg.style = custom_style_name(cfg.style_image)
     row_styles = table.column("style").to_pylist() if "style" in table.column_names else [None] * table.num_rows
     row_errors = check.row_errors
+    # A row's style that is an image URI runs under a safe folder name, as --style-image does.
+    image_styles = {v: custom_style_name(v) for i, v in enumerate(row_styles)
+                    if i not in row_errors and manifest.looks_like_image_uri(v) and v != cfg.style}
+    row_styles = [image_styles.get(v, v) for v in row_styles]
     wanted = {s for i, s in enumerate(row_styles) if s and i not in row_errors} | {cfg.style}
-    resolved, broken = _resolve_styles(cfg, wanted)
+    resolved, broken = _resolve_styles(cfg, wanted, {name: uri for uri, name in image_styles.items()})
 
     ids = table.column("image_id").to_pylist()
     uris = table.column("uri").to_pylist()
