@@ -9,13 +9,13 @@ reflection, as the AdaIN paper's VGG and the networks' training are):
 * style inside the margin (``style_inner``): the same loss for the picture with 1/32 of its longer
   side (8 px at 256) cut from every side. Gatys optimises the whole picture's statistics, and
   L-BFGS buys a large part of that at the borders: with 8 px cut, Gatys@100's style loss on the
-  presets rises 1.4-2.7x and the preset networks' 1.0-1.2x (weights README). A style that holds
+  presets rises 1.4-2.7x and the preset networks' 1.0-1.2x (docs/model-conclusions.md). A style that holds
   all over the picture scores alike on both;
 * style with the margin repainted (``style_repainted``): the style loss after N L-BFGS iterations
   that change only the pixels of that margin, for the style loss alone; everything inside it stays
   as the method drew it. How much of the whole-picture score a thin frame of pixels can still buy:
   30 iterations at 256 px take the preset networks' style loss to 0.54 of the drawn picture's and
-  Gatys@100's to 0.72, the pictures the same by eye (weights README). Comparing methods by it
+  Gatys@100's to 0.72, the pictures the same by eye (docs/model-conclusions.md). Comparing methods by it
   compares them as if each had been free to paint that frame;
 * Gram loss: sum over relu1_1..relu5_1 of MSE of position-normalised Gram matrices.
 

@@ -202,7 +202,7 @@ class AdaINStylizer:
         self.max_batch = max_batch
         # How far each output is moved to its style's RGB mean and covariance after decoding (0: not at
         # all). The decoder sees only relu4_1 statistics and washes colours out towards grey-blue; half
-        # way scored best on held-out paintings (weights README) and keeps some of the photo's hues.
+        # way scored best on held-out paintings (docs/model-conclusions.md) and keeps some of the photo's hues.
         if not 0.0 <= float(palette_strength) <= 1.0:
             raise ValueError(f"palette_strength must be in [0, 1], got {palette_strength}")
         self.palette_strength = float(palette_strength)

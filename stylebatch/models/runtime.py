@@ -91,7 +91,7 @@ def map_in_batches(images: Sequence[np.ndarray], device: torch.device, max_batch
     if device.type == "cpu":
         # A batch's activations spill out of the CPU's caches (a 32-channel bf16 map of one 512 px
         # image is 17 MB): on a 2-core Xeon, one image at a time ran the style network 1.6x and
-        # AdaIN 1.4x faster per image than batches of 8 (1.7x / 2.5x against 16 at 256 px; weights README).
+        # AdaIN 1.4x faster per image than batches of 8 (1.7x / 2.5x against 16 at 256 px; docs/benchmarks.md).
         max_batch = 1
     out: list = [None] * len(images)
     by_size: dict[tuple, list[int]] = collections.defaultdict(list)
@@ -159,7 +159,7 @@ def match_color(content: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]
     repainting the palette. ``strength`` in [0, 1] goes part of the way (the identity map blended
     with the transfer: 0 = the content unchanged). ``keep_luma`` in [0, 1] gives back that share of
     the content's own luminance variation (about its mean): a pale, flat target covariance otherwise
-    flattens dark hair and a black helmet into a light background, and faces go (weights README)."""
+    flattens dark hair and a black helmet into a light background, and faces go (the palette_luma row of docs/model-conclusions.md)."""
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     if not 0.0 <= float(keep_luma) <= 1.0:
