@@ -16,7 +16,8 @@ import json
 import sys
 from dataclasses import asdict, fields
 
-from stylebatch.models.network import STORAGE, NetworkConfig
+from stylebatch.models.network import NetworkConfig
+from stylebatch.models.network_file import STORAGE
 from stylebatch.training.network_trainer import TrainConfig
 
 HOLDOUT_LABEL = ("../shared/data/photos minus the evaluation's held-out photos, plus Debian mate-backgrounds' "

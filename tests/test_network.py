@@ -15,10 +15,9 @@ import torch
 from stylebatch.styles import presets, catalog
 from stylebatch.models import registry, runtime
 from stylebatch.models.checkpoints import WeightsError
-from stylebatch.models.network import (
-    NetworkConfig, NetworkStylizer, StyleNetwork, fill_droplets, load_network, network_record,
-    save_network,
-)
+from stylebatch.models.network import NetworkConfig, StyleNetwork, fill_droplets
+from stylebatch.models.network_file import load_network, network_record, save_network
+from stylebatch.models.network_stylizer import NetworkStylizer
 from stylebatch.training.network_trainer import PHOTO_TERMS, NetworkTrainer, TrainConfig
 from tests.helpers import photo
 
@@ -71,7 +70,7 @@ def test_an_untrained_network_is_the_identity():
 
 @pytest.mark.parametrize("out_channels", [1, 3])
 def test_the_output_conv_by_columns_computes_the_plain_convolution(out_channels):
-    from stylebatch.models.network import output_conv
+    from stylebatch.models.network_kernels import output_conv
 
     torch.manual_seed(out_channels)
     conv = torch.nn.Conv2d(8, out_channels, 9)

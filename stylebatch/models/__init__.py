@@ -8,7 +8,7 @@ import importlib
 _EXPORTS = {
     "AdaINDecoder": "adain", "AdaINStylizer": "adain", "StyleCache": "adain", "StyleSpec": "adain",
     "load_decoder": "adain", "WeightsError": "checkpoints", "GatysStylizer": "gatys",
-    "NetworkStylizer": "network", "StyleNetwork": "network", "VGG19Encoder": "vgg", "load_vgg19": "vgg",
+    "NetworkStylizer": "network_stylizer", "StyleNetwork": "network", "VGG19Encoder": "vgg", "load_vgg19": "vgg",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -103,7 +103,7 @@ def _check_adain(opts: ModelOptions) -> None:
 
 
 def _build_network(opts: ModelOptions) -> Stylizer:
-    from stylebatch.models.network import NetworkStylizer
+    from stylebatch.models.network_stylizer import NetworkStylizer
 
     return NetworkStylizer(device=opts.device, precision=opts.precision, read_bytes=opts.read_bytes,
                            max_batch=opts.max_batch)

@@ -20,7 +20,7 @@ import torch
 from stylebatch.io import images, storage
 from stylebatch.io.images import IMAGE_EXTENSIONS
 from stylebatch.models.checkpoints import WeightsError, load_weights_record
-from stylebatch.models.network import pack_state
+from stylebatch.models.network_file import pack_state
 from stylebatch.training.network_trainer import NetworkTrainer, TrainConfig
 
 # scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user

@@ -42,7 +42,8 @@ from stylebatch.models.losses import (
     tonal_layout,
     total_variation,
 )
-from stylebatch.models.network import NetworkConfig, StyleNetwork, network_record, setting, unpack_state
+from stylebatch.models.network import NetworkConfig, StyleNetwork, setting
+from stylebatch.models.network_file import network_record, unpack_state
 from stylebatch.models.vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS
 from stylebatch.models.vgg import load_vgg19
 
