@@ -223,20 +223,24 @@ def styles_train(
     image: str = typer.Option(..., help="style image: preset name, path, file:// or s3://"),
     out: str = typer.Option(..., "-o", "--output", help="network file to write (local or s3://)"),
     content: Optional[str] = typer.Option(None, help="folder, S3 prefix or Parquet manifest of content photos "
-                                          "(default: scikit-image's photos + ../shared/data/photos)"),
-    steps: int = typer.Option(1000, help="training steps"),
+                                          "(default: scikit-image's photos)"),
+    recipe: Optional[str] = typer.Option(None, help="train with the settings of this network record "
+                                         "(<out>.json; default: the house-style recipe)"),
+    steps: Optional[int] = typer.Option(None, help="training steps (default: the recipe's; the house-style "
+                                        "recipe's: 1000)"),
     resume: bool = typer.Option(False, help="continue from OUTPUT.ckpt"),
-    init_from: Optional[str] = typer.Option(None, help="start from this network file's convolutions "
+    init_from: Optional[str] = typer.Option(None, help="start from this network file's weights "
                                             "(e.g. the shipped presets: far fewer steps)"),
     device: str = typer.Option("auto"),
     precision: str = typer.Option("auto"),
 ):
     """Train a feed-forward network for one style image; use it with a catalog entry's `network:`."""
     from stylebatch.training.house_style import train_style_network
-    from stylebatch.training.network_trainer import TrainConfig
+    from stylebatch.training.recipe import recipe_config
 
     try:
-        train_style_network({name: image}, out, content=content, config=TrainConfig(steps=steps), resume=resume,
+        config, _ = recipe_config(recipe, steps)
+        train_style_network({name: image}, out, content=content, config=config, resume=resume,
                             init_from=init_from, device=device, precision=precision,
                             progress=lambda line: typer.echo(line, err=True))
     except _user_errors() as exc:

