@@ -63,7 +63,7 @@ def _run_job(cfg, dry_run: bool) -> None:
 
     if dry_run:
         try:
-            plan = driver.plan_job(cfg, train=False)
+            plan = driver.plan_job(cfg, train=False, on_event=lambda line: None)
         except _user_errors() as exc:
             _fail(str(exc))
         typer.echo(plan_summary(plan, cfg))
@@ -77,7 +77,7 @@ def _run_job(cfg, dry_run: bool) -> None:
         # Taken before planning: the plan must see everything the previous run finished.
         with output_lease(cfg.output, cfg.run_id, wait=cfg.wait, force=cfg.force, on_wait=_print_waiting) as lease:
             try:
-                plan = driver.plan_job(cfg, checked=checked)
+                plan = driver.plan_job(cfg, checked=checked, on_event=lambda line: typer.echo(line, err=True))
             except _user_errors() as exc:
                 _fail(str(exc))
             _print_plan(plan, cfg)
@@ -260,6 +260,7 @@ def stylize(
     iterations: int = typer.Option(100, help="premium: Gatys iterations"),
     style_catalog: Optional[str] = typer.Option(None),
     max_size: int = typer.Option(1024),
+    style_scale: float = typer.Option(1.0, min=0.125, max=16.0, help=option("style_scale").help),
     device: str = typer.Option("auto"),
     precision: str = typer.Option("auto"),
     encoder_weights: Optional[str] = typer.Option(None, help=ENCODER_WEIGHTS_HELP),
@@ -272,7 +273,7 @@ def stylize(
         info = stylize_one(content, out, style=style, style_catalog=style_catalog, alpha=alpha,
                            preserve_color=preserve_color, quality=quality, max_size=max_size or None,
                            iterations=iterations, device=device, precision=precision,
-                           encoder_weights=encoder_weights, decoder_weights=decoder_weights)
+                           encoder_weights=encoder_weights, decoder_weights=decoder_weights, style_scale=style_scale)
     except _user_errors() as exc:
         _fail(str(exc))
     typer.echo(json.dumps(info))

@@ -23,6 +23,7 @@ from stylebatch.io import images, storage
 from stylebatch.models import registry
 
 GPU_MODES = ("auto", "always", "never")
+TRAIN_MODES = ("auto", "always", "never")
 
 
 @dataclass
@@ -56,9 +57,14 @@ class JobConfig:
     gpu: str = "auto"  # auto: use GPUs Ray reports now; always: request them (autoscaling clusters); never
     wait: bool = False                 # another run holds the output: wait for it instead of stopping
     force: bool = False                # another run holds the output: break its lease
-    train_style: bool = False          # --style-image: first train a network for it (cached under the output)
-    train_steps: int = 1000            # --train-style: training steps (from the shipped presets' network)
-    style_network: Optional[str] = None  # a network file for --style-image (set by --train-style)
+    train_style: str = "auto"          # auto: networks for styles with --train-min-rows rows; always; never
+    train_min_rows: int = 1000         # auto: the rows a style needs for its own network
+    train_steps: int = 1000            # training steps (from the shipped presets' network)
+    style_cache: Optional[str] = None  # also look for (and keep) trained networks under this prefix
+    # Set by the job before its final plan (pipeline.house_styles), not options: the networks it
+    # trained or found, by style, and why a style's rows run AdaIN after a failed training.
+    style_networks: dict = dataclasses.field(default_factory=dict)
+    style_notes: dict = dataclasses.field(default_factory=dict)
 
     def model_options(self) -> registry.ModelOptions:
         from stylebatch.styles import catalog
@@ -85,8 +91,10 @@ class JobConfig:
             raise ValueError(f"--gpu must be one of {', '.join(GPU_MODES)}, got {self.gpu!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.train_style and not self.style_image:
-            raise ValueError("--train-style trains a network for --style-image: give the style image")
+        if self.train_style not in TRAIN_MODES:
+            raise ValueError(f"--train-style must be one of {', '.join(TRAIN_MODES)}, got {self.train_style!r}")
+        if self.train_min_rows < 1:
+            raise ValueError(f"--train-min-rows must be positive, got {self.train_min_rows}")
         if self.train_steps < 1:
             raise ValueError(f"--train-steps must be positive, got {self.train_steps}")
         if self.wait and self.force:
@@ -154,9 +162,14 @@ JOB_OPTIONS: tuple[JobOption, ...] = (
     JobOption("run_id", "name of this run (default: timestamp)"),
     JobOption("wait", "if another run is writing to the same output, wait for it to finish"),
     JobOption("force", "if another run holds the output's lease, break it (only when you know it is dead)"),
-    JobOption("train_style", "first train a network for --style-image (one Ray task; cached under "
-              "OUTPUT/_styles/ and reused by later runs), then run the catalog with it"),
-    JobOption("train_steps", "--train-style: training steps"),
+    JobOption("train_style", "networks for styles without one (--style-image, catalog entries without "
+              "network:, style image URIs in rows): auto trains where a style has --train-min-rows rows, "
+              "always for every such style, never; trained in Ray tasks, cached and reused",
+              choices=TRAIN_MODES),
+    JobOption("train_min_rows", "--train-style auto: rows a style needs for its own network"),
+    JobOption("train_steps", "training steps of each network"),
+    JobOption("style_cache", "a prefix where trained networks are also looked for and kept, shared by "
+              "many outputs (default: OUTPUT/_styles/ only)"),
 )
 
 

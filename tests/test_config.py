@@ -39,7 +39,8 @@ def _everything_set() -> JobConfig:
               "strict": True,
               "batch_size": 3, "premium_iterations": 12, "device": "cpu", "precision": "bf16", "gpu": "never",
               "max_actors": 2, "encoder_weights": "/w/enc.pth", "decoder_weights": "/w/dec.pth", "run_id": "r-1",
-              "wait": True, "force": False, "train_style": True, "train_steps": 33}
+              "wait": True, "force": False, "train_style": "always", "train_min_rows": 5, "train_steps": 33,
+              "style_cache": "s3://b/styles"}
     assert set(values) == {o.field for o in JOB_OPTIONS}, "a new option needs a value here"
     return JobConfig(manifest="s3://b/m.parquet", **values)
 

@@ -61,7 +61,7 @@ def test_statuses_and_schema():
     assert RESULT_SCHEMA.field("input_width").type == pa.int32()
     assert RESULT_SCHEMA.field("output_bytes").type == pa.int64()
     assert RESULT_SCHEMA.field("model_ms").type == pa.float64()
-    assert len(RESULT_SCHEMA) == 23
+    assert len(RESULT_SCHEMA) == 24
     assert RESULT_SCHEMA.field("model").type == pa.string()
     assert RESULT_SCHEMA.field("worker").type == pa.string()
 

@@ -25,7 +25,7 @@ from stylebatch.io import results, storage
 from stylebatch.io.lease import Lease, output_lease
 from stylebatch.models import registry
 from stylebatch.pipeline.faults import CrashJournal
-from stylebatch.pipeline.house_styles import prepare_house_styles
+from stylebatch.pipeline.house_styles import train_networks
 from stylebatch.pipeline.memory import MemoryPlan, plan_memory
 from stylebatch.pipeline.plan import Plan, build_plan
 from stylebatch.pipeline.ray_runtime import init_ray
@@ -91,12 +91,20 @@ def _dataset_for(ray, table: pa.Table, cfg: JobConfig, run_id: str, kind: str, s
 ProgressFn = Callable[[dict], None]  # called after every committed batch
 
 
-def plan_job(cfg: JobConfig, *, train: bool = True, checked=None) -> Plan:
-    """The steps before any row runs: the house-style network the job needs (trained in a Ray task
-    unless cached, or only looked up when ``train`` is False, as for a dry run), then the plan.
-    ``checked``: what ``plan.precheck(cfg)`` returned, if the caller ran it already."""
-    prepare_house_styles(cfg, train=train)
-    return build_plan(cfg, checked=checked)
+def plan_job(cfg: JobConfig, *, train: bool = True, checked=None,
+             on_event: Callable[[str], None] = log.info) -> Plan:
+    """The steps before any row runs: a first plan; the networks its styles without one get
+    (``house_styles``: found, or trained in Ray tasks; only looked up when ``train`` is False, as
+    for a dry run); then the plan with them. ``checked``: what ``plan.precheck(cfg)`` returned, if
+    the caller ran it already. ``on_event`` hears each style's decision and training."""
+    plan = build_plan(cfg, checked=checked)
+    outcome = train_networks(plan, cfg, train=train, on_event=on_event)
+    if outcome.networks or outcome.fallbacks:
+        cfg.style_networks.update(outcome.networks)
+        cfg.style_notes.update(outcome.fallbacks)
+        plan = build_plan(cfg, checked=checked)
+    plan.decisions = outcome.decisions
+    return plan
 
 
 def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Optional[Plan] = None,
@@ -156,6 +164,9 @@ def restyle(cfg: JobConfig, *, progress: Optional[ProgressFn] = None, plan: Opti
     config["manifest"] = storage.redact(str(config["manifest"]))
     config["pool"] = dataclasses.asdict(sizing)
     config["memory"] = [dataclasses.asdict(m) for m in memory_plans]
+    # Each style without a network: its decision, and training seconds where it trained.
+    config["style_networks"] = {k: storage.redact(v) for k, v in cfg.style_networks.items()}
+    config["training"] = [dataclasses.asdict(d) for d in plan.decisions]
     config["plan"] = plan.counts
     out_metrics = metrics.finish(wall, config=config, versions=results.collect_versions())
     out_metrics["run_id"] = run_id

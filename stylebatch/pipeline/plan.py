@@ -23,7 +23,7 @@ from stylebatch.styles import catalog
 PLAN_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("uri", pa.string()), ("style", pa.string()), ("alpha", pa.float64()),
     ("preserve_color", pa.bool_()), ("quality", pa.string()), ("model", pa.string()), ("output_uri", pa.string()),
-    ("params_key", pa.string()), ("done_fingerprint", pa.string()), ("plan_error", pa.string()),
+    ("params_key", pa.string()), ("done_fingerprint", pa.string()), ("plan_error", pa.string()), ("note", pa.string()),
 ])
 PLAN_COLUMNS = tuple(PLAN_SCHEMA.names)
 
@@ -33,6 +33,7 @@ class Plan:
     table: pa.Table                     # one row per manifest row, plus output_uri/params_key/done_fingerprint
     styles: dict                        # style name -> ResolvedStyle
     counts: dict = field(default_factory=dict)
+    decisions: list = field(default_factory=list)  # house_styles.StyleDecision per style without a network
 
 
 def _params_key(style: catalog.ResolvedStyle, alpha: float, preserve: bool, quality: str, cfg: JobConfig,
@@ -72,14 +73,16 @@ def _resolve_styles(cfg: JobConfig, names: set[str], image_styles: dict[str, str
     for name in sorted(names):
         if name == cfg.style and cfg.style_image:
             out[name] = catalog.resolve_style(cfg.style_image, catalog=user_catalog)
-            if cfg.style_network:
-                out[name] = catalog.with_network(out[name], cfg.style_network)
+            if cfg.style_networks.get(name):
+                out[name] = catalog.with_network(out[name], cfg.style_networks[name])
             continue
         try:
             if name in image_styles:
                 out[name] = catalog.style_from_image(image_styles[name], name=name)
             else:
                 out[name] = catalog.resolve_style(name, catalog=user_catalog)
+            if cfg.style_networks.get(name):  # trained (or found) by the job for this style
+                out[name] = catalog.with_network(out[name], cfg.style_networks[name])
         except catalog.StyleError as exc:
             if name == cfg.style or cfg.strict:
                 raise
@@ -163,7 +166,7 @@ def build_plan(cfg: JobConfig, *, checked: Optional[tuple[pa.Table, manifest.Man
                 problem = str(exc)
         if problem:
             # Never run and never given an output key: an unsafe or repeated id must not name a file.
-            values = (image_id, uri, style_name, None, False, quality, "", None, "", "", problem)
+            values = (image_id, uri, style_name, None, False, quality, "", None, "", "", problem, "")
         else:
             alpha = float(alpha) if alpha is not None else (cfg.alpha if cfg.alpha is not None else style.alpha)
             preserve = cfg.preserve_color or style.preserve_color
@@ -171,7 +174,8 @@ def build_plan(cfg: JobConfig, *, checked: Optional[tuple[pa.Table, manifest.Man
             setting = (style_name, alpha, preserve, quality, kind)
             if setting not in params:
                 params[setting] = _params_key(style, alpha, preserve, quality, cfg, kind)
-            values = (image_id, uri, style_name, alpha, preserve, quality, kind, out_uri, params[setting], "", "")
+            values = (image_id, uri, style_name, alpha, preserve, quality, kind, out_uri, params[setting], "", "",
+                      cfg.style_notes.get(style_name, ""))
         for name, value in zip(PLAN_COLUMNS, values):
             cols[name].append(value)
     if not cfg.overwrite:
@@ -202,6 +206,7 @@ def plan_summary(plan: Plan, cfg: JobConfig) -> str:
         "fast": c["fast"], "premium": c["premium"], "already_done_candidates": c["previously_done"],
         "styles": c["styles"], "format": cfg.output_format, "max_size": cfg.max_size,
         "invalid_rows": c["invalid"], "invalid_examples": invalid_examples(plan),
+        "style_networks": [d.line() for d in plan.decisions],
         "example_output": next((u for u in plan.table.column("output_uri").to_pylist() if u), None),
     }, indent=2)
 

@@ -23,6 +23,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("style", pa.string()),
         pa.field("quality", pa.string()),
         pa.field("model", pa.string()),  # the model kind that ran the row (registry.MODEL_KINDS)
+        pa.field("note", pa.string()),   # why that model, when it is not the one planned (a failed training)
         pa.field("output_uri", pa.string()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
