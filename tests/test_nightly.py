@@ -1,7 +1,8 @@
 """The nightly entrypoint: only new or changed images are restyled, last_success.json tracks clean runs.
 
-The end-to-end test shares one local Ray across its runs (restyle reuses an initialised Ray), so
-only the first run pays for starting it. The fast tests check input handling without Ray.
+The end-to-end test runs its nights on the session's shared local Ray (conftest.ray_shared; restyle
+reuses an initialised Ray), so none of them pays for starting one. The fast tests check input
+handling without Ray.
 """
 from __future__ import annotations
 
@@ -38,17 +39,17 @@ def _statuses(out: str, run_id: str) -> dict[str, str]:
     return dict(zip(table.column("image_id").to_pylist(), table.column("status").to_pylist()))
 
 
-@pytest.fixture(scope="module")
-def ray_shutdown():
-    yield
+@pytest.fixture
+def ray_joined(ray_shared):
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(address=ray_shared.address, logging_level="WARNING")
+    yield
+    ray.shutdown()
 
 
-@pytest.mark.ray
-def test_nightly_restyles_only_new_and_changed(tmp_path, ray_shutdown, capsys):
+def test_nightly_restyles_only_new_and_changed(tmp_path, ray_joined, capsys):
     catalog, out = tmp_path / "catalog", str(tmp_path / "styled")
     catalog.mkdir()
     for seed, name in enumerate("abc"):

@@ -1,4 +1,7 @@
-"""End to end on a real local Ray: local files -> local outputs, results, metrics, reruns."""
+"""End to end on a real local Ray: local files -> local outputs, results, metrics, reruns.
+
+Every job here, in this process or through the CLI, runs on the session's shared local Ray
+(conftest.ray_shared): what is tested is the job, not Ray's start."""
 from __future__ import annotations
 
 import json
@@ -19,13 +22,19 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(ray_shared):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address=ray_shared.address, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def cli(ray_shared):
+    """run_cli with the CLI's jobs on the shared Ray."""
+    return lambda *args, **kw: run_cli(*args, env={"RAY_ADDRESS": ray_shared.address}, **kw)
 
 
 @pytest.fixture
@@ -146,23 +155,23 @@ def test_per_row_style_alpha_and_premium_routing(ray_local, tmp_path):
     assert metrics["per_quality"]["premium"]["ok"] == 1 and metrics["per_quality"]["fast"]["ok"] == 2
 
 
-def test_cli_dry_run_and_exit_codes(tmp_path):
+def test_cli_dry_run_and_exit_codes(tmp_path, cli):
     good = write_photo(tmp_path / "g.jpg", 32, 32, 7)
     manifest = write_manifest(tmp_path / "m.parquet", [{"image_id": "g", "uri": str(good)},
                                                         {"image_id": "missing", "uri": str(tmp_path / "nope.jpg")}])
     out = tmp_path / "out"
-    dry = run_cli("submit", str(manifest), "--output", str(out), "--dry-run")
+    dry = cli("submit", str(manifest), "--output", str(out), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["rows"] == 2 and not out.exists()
 
     bad = write_manifest(tmp_path / "bad.parquet", [{"image_id": "g", "uri": str(good), "quality": "ultra"}])
-    refused = run_cli("submit", str(bad), "--output", str(out), "--strict")
+    refused = cli("submit", str(bad), "--output", str(out), "--strict")
     assert refused.returncode == 2 and "ultra" in refused.stderr and not out.exists()
     structural = write_manifest(tmp_path / "structural.parquet", [{"image_id": "g"}])
-    refused = run_cli("submit", str(structural), "--output", str(out))
+    refused = cli("submit", str(structural), "--output", str(out))
     assert refused.returncode == 2 and "missing required column 'uri'" in refused.stderr and not out.exists()
 
-    run = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "32")
+    run = cli("submit", str(manifest), "--output", str(out), "--max-size", "32")
     assert run.returncode == 1, run.stdout + run.stderr  # one row failed
     assert "ok 1" in run.stdout and "error 1" in run.stdout and "missing" in run.stdout
     assert (out / "cyberpunk" / "g.jpg").exists()
@@ -171,7 +180,7 @@ def test_cli_dry_run_and_exit_codes(tmp_path):
     noise = [ln for ln in run.stderr.splitlines() if "core_worker" in ln or "Warning" in ln or " E " in ln[:40]]
     assert not noise, noise
 
-    rep = run_cli("report", "latest", "--output", str(out))
+    rep = cli("report", "latest", "--output", str(out))
     assert rep.returncode == 0 and "error" in rep.stdout
     run_id = results.list_runs(str(out))[-1]
     assert (out / "_runs" / run_id / "contact_sheet.jpg").exists()
@@ -201,7 +210,7 @@ def test_800_rows_leave_a_few_results_files(ray_local, tmp_path):
     assert con.execute(f"select count(*), count(distinct image_id) from read_parquet('{glob_}')").fetchone() == (800, 800)
 
 
-def test_two_runs_on_one_output_started_together_one_proceeds(tmp_path):
+def test_two_runs_on_one_output_started_together_one_proceeds(tmp_path, ray_shared):
     import subprocess
     import sys
 
@@ -209,8 +218,9 @@ def test_two_runs_on_one_output_started_together_one_proceeds(tmp_path):
     manifest = write_manifest(tmp_path / "m.parquet", rows)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "stylebatch.cli", "submit", str(manifest), "--output", str(out), "--max-size", "24"]
-    procs = [subprocess.Popen(cmd + ["--run-id", f"run{k}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k in range(2)]
+    env = {**os.environ, "RAY_ADDRESS": ray_shared.address}
+    procs = [subprocess.Popen(cmd + ["--run-id", f"run{k}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for k in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3], [o[1][-2000:] for o in outs]
@@ -221,7 +231,7 @@ def test_two_runs_on_one_output_started_together_one_proceeds(tmp_path):
     assert not (out / "_runs" / "_lease.json").exists()  # released at the end
 
 
-def test_bad_rows_fail_alone_and_strict_refuses_the_manifest(tmp_path):
+def test_bad_rows_fail_alone_and_strict_refuses_the_manifest(tmp_path, cli):
     good = [{"image_id": f"g{i}", "uri": str(write_photo(tmp_path / "src" / f"g{i}.jpg", 24, 24, i)), "alpha": None,
              "style": None} for i in range(3)]
     bad = [{"image_id": "../../etc/evil", "uri": good[0]["uri"], "alpha": None, "style": None},
@@ -231,13 +241,13 @@ def test_bad_rows_fail_alone_and_strict_refuses_the_manifest(tmp_path):
     manifest = write_manifest(tmp_path / "m.parquet", good + bad)
     out = tmp_path / "out"
 
-    strict = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "24", "--strict")
+    strict = cli("submit", str(manifest), "--output", str(out), "--max-size", "24", "--strict")
     assert strict.returncode == 2, strict.stderr
     for needle in ("unsafe image_id", "missing or empty uri", "alpha", "unknown style"):
         assert needle in strict.stderr, needle
     assert not out.exists()  # nothing written, not even the lease
 
-    run = run_cli("submit", str(manifest), "--output", str(out), "--max-size", "24")
+    run = cli("submit", str(manifest), "--output", str(out), "--max-size", "24")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "4 that cannot run" in run.stderr
     rows = {r["image_id"]: r for r in results.read_results(str(out), results.list_runs(str(out))[-1]).to_pylist()}

@@ -53,8 +53,7 @@ def test_unsafe_image_id_refused_by_the_planner(tmp_path, bad_id, base):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.ray
-def test_cli_refuses_unsafe_ids_before_any_work_local(tmp_path):
+def test_cli_refuses_unsafe_ids_before_any_work_local(tmp_path, ray_shared):
     work = tmp_path / "a" / "b"
     good = write_photo(work / "src" / "good.jpg", 16, 16, 1)
     manifest = write_manifest(work / "m.parquet", [{"image_id": "good", "uri": str(good)}]
@@ -72,7 +71,8 @@ def test_cli_refuses_unsafe_ids_before_any_work_local(tmp_path):
 
     # Without --strict the good row runs and each unsafe one is an error row; still nothing is
     # written outside the output prefix.
-    run = run_cli("submit", str(manifest), "--output", str(work / "out"), "--max-size", "16")
+    run = run_cli("submit", str(manifest), "--output", str(work / "out"), "--max-size", "16",
+                  env={"RAY_ADDRESS": ray_shared.address})  # a job on the session's Ray
     assert run.returncode == 1, run.stdout + run.stderr
     new = set(_tree(tmp_path)) - set(before)
     assert new and all(p.startswith("a/b/out") for p in new), sorted(new)
