@@ -216,7 +216,12 @@ def ray_cluster(ray_tmp, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cluster = None
     try:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        # A dead node is noticed after 3 failed health checks a second apart instead of Ray's 5
+        # three seconds apart (a killed raylet fails each check at once; a live but busy one still
+        # has the default 10 s to answer each).
+        fast_death = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                                "_system_config": fast_death})
         cluster.add_node(num_cpus=1)
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes(timeout=120)
