@@ -19,18 +19,9 @@ from __future__ import annotations
 
 from stylebatch.io.redact import redact
 from stylebatch.io.storage.base import (
-    AccessDeniedError,
-    AlreadyExistsError,
-    Backend,
-    IsAFolderError,
-    NotFoundError,
-    ObjectInfo,
-    ObjectTooLargeError,
-    ParsedURI,
-    PreconditionFailedError,
-    StorageError,
-    UnsafePathError,
-    UnsupportedSchemeError,
+    AccessDeniedError, AlreadyExistsError, Backend, IsAFolderError, NotFoundError, ObjectInfo,
+    ObjectTooLargeError, ParsedURI, PreconditionFailedError, StorageError, UnsafePathError,
+    UnsupportedSchemeError
 )
 from stylebatch.io.storage.dispatch import (
     BACKENDS,
