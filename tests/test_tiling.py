@@ -109,3 +109,14 @@ def test_a_preset_network_tiles_to_its_untiled_picture():
     tiled = NetworkStylizer(device="cpu", precision="fp32", read_bytes=read_network, tiles=plan).stylize([img], style)[0]
     diff = np.abs(whole.astype(int) - tiled.astype(int))
     assert diff.max() <= 3 and diff.mean() < 0.1
+
+
+def test_a_gpu_tile_follows_its_free_memory(monkeypatch):
+    assert tiling.plan_for(torch.device("cpu"), 480) == tiling.TilePlan()
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    big = tiling.plan_for(torch.device("cuda"), 480)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 * 2**30, 80 * 2**30))
+    small = tiling.plan_for(torch.device("cuda"), 480)
+    assert big.tile > small.tile >= 256 and big.tile % 8 == 0
+    assert (big.tile + 2 * big.halo) ** 2 * 480 <= 0.5 * 8 * 2**30
+    assert big.stats_pixels == (big.tile + 2 * big.halo) ** 2

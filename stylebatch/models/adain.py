@@ -184,11 +184,11 @@ class AdaINStylizer:
                  device: str = "auto", precision: str = "auto", cache_size: int = 32,
                  max_style_size: int = 512, max_batch: int = 8, palette_strength: float = 0.5,
                  tiles: Optional[tiling.TilePlan] = None):
-        self.tiles = tiles or tiling.TilePlan()
         decoder_source = decoder_weights or default_decoder_path()
         decoder_state = load_state_dict_file(decoder_source)
         check_weights_pair(encoder_weights, decoder_weights, decoder_layout(decoder_state))
         self.device = runtime.pick_device(device)
+        self.tiles = tiles or tiling.plan_for(self.device, 820)  # activation bytes a pixel (registry)
         self.precision = runtime.pick_precision(precision, self.device)
         # Reflection padding in the encoder, as in the decoder: with VGG's own zero padding the border
         # features look like dark edges, and the decoder paints a thin coloured frame round every output.

@@ -24,7 +24,7 @@ class NetworkStylizer:
                  read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 16, max_batch: int = 8,
                  tiles: Optional[tiling.TilePlan] = None):
         self.device = runtime.pick_device(device)
-        self.tiles = tiles or tiling.TilePlan()
+        self.tiles = tiles or tiling.plan_for(self.device, 480)  # activation bytes a pixel (registry)
         self.precision = runtime.pick_precision(precision, self.device)
         self.read_bytes = read_bytes or read_network_file
         self.cache_size = cache_size

@@ -84,7 +84,7 @@ class PublishedStylizer:
                  read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 8, max_batch: int = 8,
                  tiles: Optional[tiling.TilePlan] = None):
         self.device = runtime.pick_device(device)
-        self.tiles = tiles or tiling.TilePlan(multiple=8)
+        self.tiles = tiles or tiling.plan_for(self.device, 400)  # activation bytes a pixel (registry)
         self.precision = runtime.pick_precision(precision, self.device)
         self.read_bytes = read_bytes or (lambda ref: read_weights_file(ref, f"{self.what} weights file"))
         self.cache_size = cache_size

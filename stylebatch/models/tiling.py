@@ -88,7 +88,7 @@ class TilePlan:
     halo: int = 96
     blend: int = 32
     multiple: int = 8
-    stats_pixels: int = 2_000_000
+    stats_pixels: int = (1024 + 2 * 96) ** 2  # the whole picture at most a tile's size: the same peak
 
     def __post_init__(self) -> None:
         if self.tile % self.multiple or self.halo % self.multiple:
@@ -98,6 +98,20 @@ class TilePlan:
 
     def needed(self, h: int, w: int) -> bool:
         return h > self.tile + 2 * self.halo or w > self.tile + 2 * self.halo
+
+
+def plan_for(device: torch.device, bytes_per_pixel: int, *, share: float = 0.5) -> TilePlan:
+    """The tile plan for a device: on CPU the default tile; on a GPU the largest tile (with its halo)
+    whose activations, at ``bytes_per_pixel``, take at most ``share`` of the device's free memory,
+    so a large GPU runs large pictures in few tiles and a busy one in small tiles."""
+    default = TilePlan()
+    if device.type != "cuda":
+        return default
+    free, _ = torch.cuda.mem_get_info(device)
+    side = int(math.sqrt(free * share / bytes_per_pixel)) - 2 * default.halo
+    tile = max(256, side // default.multiple * default.multiple)
+    return TilePlan(tile=tile, halo=default.halo, blend=default.blend, multiple=default.multiple,
+                    stats_pixels=(tile + 2 * default.halo) ** 2)
 
 
 def _spans(size: int, tile: int) -> list[tuple[int, int]]:
