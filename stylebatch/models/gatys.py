@@ -9,13 +9,13 @@ the device, the precision and ``--premium-iterations``, 100 by default):
 
 * ``init="palette"``, ``palette_strength=0.5``: start from the photo moved half-way to the style's
   colour mean and covariance (``runtime.match_color``), chosen by measurement against Gatys from the
-  photo (weights README): fully recoloured, the start has the best style loss but loses structure
+  photo (docs/model-conclusions.md): fully recoloured, the start has the best style loss but loses structure
   at 512 px. ``init="content"`` starts from the photo itself, as the reference (``reference``,
   "Gatys@100", the yardstick every fast path is scored against) does.
 * ``coarse_to_fine=False``: one level at full size. With it on, the optimisation runs first at half
   resolution (a quarter of the cost per iteration) when the shorter side is at least 256 px, then
   upsamples and finishes at full size, keeping the start's own high frequencies (a
-  Laplacian-pyramid step); on held-out pairs it loses more structure than one level (weights README).
+  Laplacian-pyramid step); on held-out pairs it loses more structure than one level (docs/model-conclusions.md).
 * bf16 autocast for the VGG passes on CPUs with native bf16 (``precision="auto"``, see
   ``tools/benchmark_models.py``); the optimised image, Gram matrices and loss stay fp32.
 

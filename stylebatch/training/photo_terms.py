@@ -39,7 +39,7 @@ def _edges(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> torch.
     structure measure).
 
     The coarse Laplacian (structure) asks for more of the photo's object-scale shading than Gatys
-    keeps (weights README) while fine outlines and fur, which Gatys does keep, go."""
+    keeps (docs/model-conclusions.md) while fine outlines and fur, which Gatys does keep, go."""
     return 1.0 - correlation(edge_magnitude(y).flatten(1), edge_magnitude(x).flatten(1)).mean()
 
 
@@ -58,7 +58,7 @@ def _contrast(y: torch.Tensor, x: torch.Tensor, recoloured: torch.Tensor) -> tor
 
     The layout term is a correlation, blind to contrast: with it alone the dark presets keep where
     the photo is light and dark at a third to a half of its contrast, and faces sink into the
-    background, where Gatys@100 keeps about all of it (weights README). Against the photo, not the
+    background, where Gatys@100 keeps about all of it (docs/model-conclusions.md). Against the photo, not the
     recoloured photo: the recolouring alone already halves it on dark palettes. Only a shortfall
     counts, so the style may add contrast."""
     return F.relu(1.0 - slope(tonal_layout(y), tonal_layout(x))).mean()

@@ -27,7 +27,7 @@ class TrainConfig:
     """The defaults are the recipe a house style trains with (``stylebatch styles train``,
     ``submit --train-style`` and ``python -m jobs.train_network`` without ``--recipe`` all train
     with ``TrainConfig(steps=...)``): a palette network, the structure term guarding outlines, a
-    token content weight, chosen by its scores on a held-out painting (weights README). The shipped
+    token content weight, chosen by its scores on a held-out painting (docs/model-conclusions.md). The shipped
     networks' own recipes are their records (module docstring)."""
 
     steps: int = setting(1000, "training steps (with --resume: the total, so a run may be lengthened)")
