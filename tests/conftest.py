@@ -428,6 +428,8 @@ class _SnapshotOnImport(importlib.abc.MetaPathFinder):
     """Takes a _TorchSnapshot as soon as ``import torch`` has run (before the test can change
     anything), without importing torch for tests that never do."""
 
+    is_torch_snapshot_hook = True  # another copy of this conftest (pytester runs) skips it
+
     def __init__(self):
         self.snapshot: _TorchSnapshot | None = None
 
@@ -435,7 +437,7 @@ class _SnapshotOnImport(importlib.abc.MetaPathFinder):
         if name != "torch":
             return None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if getattr(finder, "is_torch_snapshot_hook", False) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(name, path, target)
             if spec is not None:
@@ -475,8 +477,8 @@ def _torch_global_state():
         if hook is not None:
             sys.meta_path.remove(hook)
             snapshot = hook.snapshot
-    if snapshot is None:
-        return  # torch was not imported
+    if snapshot is None or sys.modules.get("torch") is not snapshot.torch:
+        return  # torch was not imported (or was unloaded again: pytester restores sys.modules)
     leaks = snapshot.restore()
     if leaks:
         pytest.fail("the test changed torch's global state and did not restore it (restored now for the "

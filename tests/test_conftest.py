@@ -1,12 +1,15 @@
 """The suite's own guard (tests/conftest.py, ``_torch_global_state``): a test that changes torch's
 global state and does not put it back fails at teardown, naming what it changed, and the tests
 after it run with the state restored. Proved by running pytest, with this conftest, on a small
-test file in a fresh interpreter (torch is imported by the first test, as in a file that does not
-import it at the top)."""
+test file: in this process (torch already loaded, as in any run that collects a torch test), and
+in a fresh interpreter where the first test is the one to import torch (the guard's import hook)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
+import torch  # loaded before pytester snapshots sys.modules: its restore must not unload torch
 
 CONFTEST = Path(__file__).with_name("conftest.py")
 
@@ -51,10 +54,7 @@ def test_draws_random_numbers_b():  # the RNG is put back silently: the same dra
 '''
 
 
-def test_a_test_that_leaks_torch_state_fails_and_the_next_ones_see_it_restored(pytester):
-    pytester.makeconftest(CONFTEST.read_text())
-    pytester.makepyfile(test_leaky=_CASES)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+def _check(result) -> None:
     result.assert_outcomes(passed=7, errors=2)
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
@@ -69,3 +69,19 @@ def test_a_test_that_leaks_torch_state_fails_and_the_next_ones_see_it_restored(p
     ])
     for name in ("test_restores_threads_itself", "test_sees_threads_restored", "test_draws_random_numbers_b"):
         assert f"teardown of {name}" not in out
+
+
+def test_a_test_that_leaks_torch_state_fails_and_the_next_ones_see_it_restored(pytester):
+    # In this process torch is loaded before the inner tests run, as in a whole-suite or unit run.
+    threads = torch.get_num_threads()
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makepyfile(test_leaky=_CASES)
+    _check(pytester.runpytest_inprocess("-p", "no:cacheprovider"))
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.heavy  # a fresh interpreter that imports torch: ~3 s
+def test_the_guard_covers_a_test_that_imports_torch_first(pytester):
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makepyfile(test_leaky=_CASES)
+    _check(pytester.runpytest_subprocess("-p", "no:cacheprovider"))
