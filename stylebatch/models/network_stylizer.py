@@ -1,7 +1,6 @@
 """Stylizing with trained style networks (``network.StyleNetwork``): the ``network`` model kind."""
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Sequence
 from typing import Optional
 
@@ -14,7 +13,7 @@ from stylebatch.models.network import StyleNetwork
 from stylebatch.models.network_file import network_from_record, read_network_file
 
 
-class NetworkStylizer:
+class NetworkStylizer(runtime.FileModels):
     """Stylize with trained networks: a style names its network file (``style.network``, an opaque
     reference read with ``read_bytes``; a local path by default) and its name inside it
     (``style.network_style``). Each file is loaded once and kept (LRU of ``cache_size``: every
@@ -23,29 +22,22 @@ class NetworkStylizer:
     def __init__(self, *, device: str = "auto", precision: str = "auto",
                  read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 16, max_batch: int = 8,
                  tiles: Optional[tiling.TilePlan] = None):
-        self.device = runtime.pick_device(device)
-        self.tiles = tiles or tiling.plan_for(self.device, 480)  # activation bytes a pixel (registry)
-        self.precision = runtime.pick_precision(precision, self.device)
-        self.read_bytes = read_bytes or read_network_file
-        self.cache_size = cache_size
-        self.max_batch = max_batch
-        self._loaded: "collections.OrderedDict[str, tuple[StyleNetwork, list[str]]]" = collections.OrderedDict()
+        # 480: the activation bytes a pixel (registry's MemoryNeed), for a GPU's tile size.
+        super().__init__(device=device, precision=precision, read_bytes=read_bytes or read_network_file,
+                         cache_size=cache_size, max_batch=max_batch, tiles=tiles, bytes_per_pixel=480)
 
     def network(self, ref: str) -> tuple[StyleNetwork, list[str]]:
-        if ref not in self._loaded:
-            net, styles = network_from_record(load_weights_bytes(self.read_bytes(ref), ref), ref)
-            # bf16 runs on bf16 weights (no autocast: its per-call weight casts cost a third of
-            # the time on CPU); fp16 keeps fp32 weights under autocast, as fp16 instance-norm
-            # scales can overflow.
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-            # Channels-last, as training runs it: on CPU the convolutions otherwise reorder every
-            # input and output (bf16: 1.6 s against 0.95 s for 4 images at 512 px on a 2-core Xeon).
-            net = net.to(self.device, dtype).to(memory_format=torch.channels_last)
-            self._loaded[ref] = (net, styles)
-            while len(self._loaded) > self.cache_size:
-                self._loaded.popitem(last=False)
-        self._loaded.move_to_end(ref)
-        return self._loaded[ref]
+        return self.cached(ref, self._load)
+
+    def _load(self, ref: str) -> tuple[StyleNetwork, list[str]]:
+        net, styles = network_from_record(load_weights_bytes(self.read_bytes(ref), ref), ref)
+        # bf16 runs on bf16 weights (no autocast: its per-call weight casts cost a third of the
+        # time on CPU); fp16 keeps fp32 weights under autocast, as fp16 instance-norm scales can
+        # overflow.
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        # Channels-last, as training runs it: on CPU the convolutions otherwise reorder every input
+        # and output (bf16: 1.6 s against 0.95 s for 4 images at 512 px on a 2-core Xeon).
+        return net.to(self.device, dtype).to(memory_format=torch.channels_last), styles
 
     def style_index(self, style) -> tuple[StyleNetwork, int]:
         ref, name = getattr(style, "network", None), getattr(style, "network_style", None)

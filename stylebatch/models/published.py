@@ -8,7 +8,6 @@ network's stride, precision, ``alpha`` and ``preserve_color``.
 """
 from __future__ import annotations
 
-import collections
 import re
 from collections.abc import Callable, Sequence
 from typing import Optional
@@ -71,7 +70,7 @@ def shape_of(state: dict[str, torch.Tensor], key: str, ref: str, what: str) -> t
     return tuple(state[key].shape)
 
 
-class PublishedStylizer:
+class PublishedStylizer(runtime.FileModels):
     """Stylize with a published checkpoint. Subclasses set ``what`` (the kind's name in messages),
     ``stride`` (input sides are padded up to a multiple of it) and implement ``build`` (the
     architecture that fits a state dict), ``to_input`` and ``to_unit`` (the network's pixel range
@@ -83,13 +82,10 @@ class PublishedStylizer:
     def __init__(self, *, device: str = "auto", precision: str = "auto",
                  read_bytes: Optional[Callable[[str], bytes]] = None, cache_size: int = 8, max_batch: int = 8,
                  tiles: Optional[tiling.TilePlan] = None):
-        self.device = runtime.pick_device(device)
-        self.tiles = tiles or tiling.plan_for(self.device, 400)  # activation bytes a pixel (registry)
-        self.precision = runtime.pick_precision(precision, self.device)
-        self.read_bytes = read_bytes or (lambda ref: read_weights_file(ref, f"{self.what} weights file"))
-        self.cache_size = cache_size
-        self.max_batch = max_batch
-        self._loaded: "collections.OrderedDict[str, nn.Module]" = collections.OrderedDict()
+        # 400: the activation bytes a pixel (registry's MemoryNeed), for a GPU's tile size.
+        super().__init__(device=device, precision=precision,
+                         read_bytes=read_bytes or (lambda ref: read_weights_file(ref, f"{self.what} weights file")),
+                         cache_size=cache_size, max_batch=max_batch, tiles=tiles, bytes_per_pixel=400)
 
     def build(self, state: dict[str, torch.Tensor], ref: str) -> nn.Module:
         raise NotImplementedError
@@ -103,16 +99,14 @@ class PublishedStylizer:
     def network(self, ref: str) -> nn.Module:
         """The network in file ``ref``, loaded once (LRU of ``cache_size``); refused with a
         WeightsError when the file is not this kind's layout."""
-        if ref not in self._loaded:
-            state = state_dict_of(load_weights_bytes(self.read_bytes(ref), ref), ref, self.what)
-            net = self.build(state, ref)
-            check_layout(state, net, ref, self.what)
-            net.load_state_dict(state)
-            self._loaded[ref] = net.eval().to(self.device)
-            while len(self._loaded) > self.cache_size:
-                self._loaded.popitem(last=False)
-        self._loaded.move_to_end(ref)
-        return self._loaded[ref]
+        return self.cached(ref, self._load)
+
+    def _load(self, ref: str) -> nn.Module:
+        state = state_dict_of(load_weights_bytes(self.read_bytes(ref), ref), ref, self.what)
+        net = self.build(state, ref)
+        check_layout(state, net, ref, self.what)
+        net.load_state_dict(state)
+        return net.eval().to(self.device)
 
     def check_style(self, style) -> None:
         if not getattr(style, "network", None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -107,6 +107,30 @@ def map_in_batches(images: Sequence[np.ndarray], device: torch.device, max_batch
             for i, arr in zip(chunk, to_images(fn(to_tensor([images[i] for i in chunk], device)))):
                 out[i] = arr
     return out
+
+
+class FileModels:
+    """What every stylizer that runs a weights file named by a style holds: where it runs (device,
+    precision, the tile plan) and the files' models, loaded once each (LRU of ``cache_size``)."""
+
+    def __init__(self, *, device: str, precision: str, read_bytes: Callable[[str], bytes], cache_size: int,
+                 max_batch: int, tiles: Optional[tiling.TilePlan], bytes_per_pixel: int):
+        self.device = pick_device(device)
+        self.tiles = tiles or tiling.plan_for(self.device, bytes_per_pixel)
+        self.precision = pick_precision(precision, self.device)
+        self.read_bytes = read_bytes
+        self.cache_size = cache_size
+        self.max_batch = max_batch
+        self._loaded: collections.OrderedDict = collections.OrderedDict()
+
+    def cached(self, ref: str, load: Callable[[str], Any]) -> Any:
+        """``load(ref)`` the first time, the kept result after (most recently used last)."""
+        if ref not in self._loaded:
+            self._loaded[ref] = load(ref)
+            while len(self._loaded) > self.cache_size:
+                self._loaded.popitem(last=False)
+        self._loaded.move_to_end(ref)
+        return self._loaded[ref]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 8, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
