@@ -198,7 +198,9 @@ def test_800_rows_leave_a_few_results_files(ray_local, tmp_path):
         Image.fromarray(np.roll(base, i, axis=1)).save(path)
         rows.append({"image_id": f"img{i:04d}", "uri": str(path)})
     manifest = write_manifest(tmp_path / "m.parquet", rows)
-    summary = restyle(_cfg(tmp_path, manifest, max_size=12))
+    # 50-image model batches: 16 committed parts to fold (the default 8 would make 100, each costing
+    # three Ray tasks, with nothing more to check).
+    summary = restyle(_cfg(tmp_path, manifest, max_size=12, batch_size=50))
     assert summary.metrics["counts"] == {"ok": 800, "error": 0, "skipped": 0}
     files = os.listdir(tmp_path / "out" / "_runs" / summary.run_id / "results")
     assert 1 <= len(files) <= 4 and all(f.startswith("results-") for f in files), files
