@@ -297,42 +297,92 @@ def shipped_decoder() -> Path:
     return path
 
 
+class SharedRay:
+    """A local Ray cluster (a head node with 2 CPUs, in a private RAY_TMPDIR) that several tests'
+    jobs run on. ``address`` is for ``ray.init(address=...)`` or a CLI's RAY_ADDRESS."""
+
+    def __init__(self):
+        import tempfile
+
+        from ray.cluster_utils import Cluster
+
+        # Short: Ray's unix socket paths live under it (108-byte limit).
+        self.tmp = tempfile.mkdtemp(prefix="sbr", dir="/tmp")
+        self.cluster = None
+        mp = pytest.MonkeyPatch()
+        try:
+            mp.setenv("RAY_TMPDIR", self.tmp)  # its processes keep it; the address file lands there too
+            mp.delenv("RAY_ADDRESS", raising=False)
+            self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            mp.undo()
+        self.address = self.cluster.address
+
+    def stop(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            import ray
+
+            if ray.is_initialized() and ray.get_runtime_context().gcs_address == cluster.address:
+                ray.shutdown()  # a module fixture's in-process driver, if still connected
+            cluster.shutdown()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# fixture name -> its SharedRay while running, and the id of the last test to use it (an idle Ray
+# costs ~2 CPU-seconds a minute: it is stopped after that test, not at the end of the session)
+_SHARED_RAYS: dict[str, SharedRay] = {}
+_SHARED_RAY_LAST_USER: dict[str, str] = {}
+
+
+def _shared_ray(name: str):
+    shared = SharedRay()
+    _SHARED_RAYS[name] = shared
+    try:
+        yield shared
+    finally:
+        _SHARED_RAYS.pop(name, None)
+        shared.stop()
+
+
 @pytest.fixture(scope="session")
 def ray_shared():
-    """One local Ray cluster (a head node with 2 CPUs, in a private RAY_TMPDIR) for the session,
-    started on first use: tests that run jobs on a local Ray, but whose subject is not Ray's start
-    nor its processes, join it instead of paying for a Ray start of their own (5-15 s each here).
-    ``ray_shared.address`` is for ``ray.init(address=...)`` or a CLI's RAY_ADDRESS.
+    """A local Ray for the tests whose jobs need some Ray but test nothing about starting one nor
+    about its processes: they join it instead of paying for a Ray start each (5-15 s here).
 
-    Its workers have this process's environment from before the session's fixtures changed it:
-    a job whose workers need variables a test sets (S3 credentials, STYLEBATCH_* fault or retry
-    settings) starts its own Ray. Tests that kill Ray processes or read Ray's logs use their own."""
-    import tempfile
-
-    from ray.cluster_utils import Cluster
-
-    # Short: Ray's unix socket paths live under it (108-byte limit).
-    ray_tmp = tempfile.mkdtemp(prefix="sbr", dir="/tmp")
-    mp = pytest.MonkeyPatch()
-    cluster = None
-    try:
-        mp.setenv("RAY_TMPDIR", ray_tmp)  # its processes keep it; the address file lands there too
-        mp.delenv("RAY_ADDRESS", raising=False)
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-        mp.undo()
-        yield cluster
-    finally:
-        mp.undo()
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    Its workers have this process's environment from before any fixture changed it, so a job whose
+    workers need variables a test sets (S3 credentials: ``ray_shared_s3``; STYLEBATCH_* fault or
+    retry settings: a Ray of its own) cannot use it. Tests that kill Ray processes or read Ray's
+    logs start their own."""
+    yield from _shared_ray("ray_shared")
 
 
-_RAY_FIXTURES = {"ray_local", "ray_tmp", "ray_cluster", "ray_shared"}
+@pytest.fixture(scope="session")
+def ray_shared_s3(s3_server):
+    """Like ray_shared, started with the S3 server's environment (AWS_* for its admin identity), for
+    jobs that read and write the test S3 server with those credentials."""
+    yield from _shared_ray("ray_shared_s3")
+
+
+def pytest_collection_finish(session):
+    _SHARED_RAY_LAST_USER.clear()
+    for item in session.items:
+        for name in ("ray_shared", "ray_shared_s3"):
+            if name in getattr(item, "fixturenames", ()):
+                _SHARED_RAY_LAST_USER[name] = item.nodeid
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    for name, last in _SHARED_RAY_LAST_USER.items():
+        if item.nodeid == last and name in _SHARED_RAYS:
+            _SHARED_RAYS[name].stop()  # the session fixture's own teardown finds it stopped
+
+
+_RAY_FIXTURES = {"ray_local", "ray_tmp", "ray_cluster", "ray_shared", "ray_shared_s3"}
 
 
 def pytest_collection_modifyitems(config, items):
